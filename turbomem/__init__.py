@@ -1,0 +1,1 @@
+"""TurboMem: a lock-free huge-page-backed object pool (placeholder package docstring)."""
