@@ -24,7 +24,7 @@ AnonHugePages:         0 kB
 THPeligible:           0
 VmFlags: rd wr mr mw me ac sd
 
-7f1c2a000000-7f1c2e000000 rw-p 00000000 00:00 0 
+7f1c2a000000-7f1c2e000000 rw-p 00000000 00:00 0\x20
 Size:              65536 kB
 KernelPageSize:        4 kB
 MMUPageSize:           4 kB

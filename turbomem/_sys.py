@@ -233,7 +233,9 @@ def _nodemask(nodes: Sequence[int]) -> tuple[ctypes.Array, int]:
 def mbind(addr: int, length: int, mode: int, nodes: Sequence[int], flags: int = 0) -> None:
     """Set the NUMA policy of ``[addr, addr+length)`` (``nodes`` may be empty for MPOL_DEFAULT)."""
     mode_name = _MPOL_NAMES.get(mode, f"mode {mode}")
-    what = f"mbind({mode_name}, node{'s' if len(nodes) != 1 else ''} {','.join(map(str, nodes)) or '-'}) on {_range(addr, length)}"
+    node_list = ",".join(map(str, nodes)) or "-"
+    plural = "s" if len(nodes) != 1 else ""
+    what = f"mbind({mode_name}, node{plural} {node_list}) on {_range(addr, length)}"
     if any(node < 0 for node in nodes):
         raise OSError(_errno.EINVAL, f"{what}: negative node number")
     if nodes:
@@ -295,7 +297,8 @@ def sched_setaffinity(cpus: set[int], pid: int = 0) -> None:
     try:
         os.sched_setaffinity(pid, cpus)
     except OSError as exc:
-        raise OSError(exc.errno, f"sched_setaffinity(pid {pid}, cpus {sorted(cpus)}): {os.strerror(exc.errno)}") from None
+        what = f"sched_setaffinity(pid {pid}, cpus {sorted(cpus)})"
+        raise OSError(exc.errno, f"{what}: {os.strerror(exc.errno)}") from None
 
 
 def sched_getaffinity(pid: int = 0) -> set[int]:

@@ -62,7 +62,12 @@ def hugetlb_pages() -> dict:
     ``reserved`` pages are promised to existing mappings but not yet faulted,
     so ``free - reserved`` is what a new mapping can still get.
     """
-    names = {"total": "nr_hugepages", "free": "free_hugepages", "reserved": "resv_hugepages", "surplus": "surplus_hugepages"}
+    names = {
+        "total": "nr_hugepages",
+        "free": "free_hugepages",
+        "reserved": "resv_hugepages",
+        "surplus": "surplus_hugepages",
+    }
     try:
         counts = {key: int((HUGETLB_2M_DIR / name).read_text()) for key, name in names.items()}
         return {**counts, "source": str(HUGETLB_2M_DIR)}
@@ -79,7 +84,8 @@ def hugetlb_pages() -> dict:
 
     if field("Hugepagesize") != 2048:
         # /proc/meminfo only describes the default size, which is not 2 MB here.
-        return {"total": 0, "free": 0, "reserved": 0, "surplus": 0, "source": "unavailable (default huge page size is not 2 MB)"}
+        unknown = "unavailable (default huge page size is not 2 MB)"
+        return {"total": 0, "free": 0, "reserved": 0, "surplus": 0, "source": unknown}
     return {
         "total": field("HugePages_Total"),
         "free": field("HugePages_Free"),
@@ -173,7 +179,8 @@ def _validate(nbytes: int, hugepages: str, numa_node: int | None) -> int | None:
 
 
 def _out_of_memory(size: int, exc: OSError, what: str) -> OutOfMemoryError:
-    return OutOfMemoryError(f"{what} of {size} bytes ({size / HUGE_2M:g} x 2 MB) refused: {exc.strerror or exc} (ENOMEM)")
+    reason = exc.strerror or str(exc)
+    return OutOfMemoryError(f"{what} of {size} bytes ({size / HUGE_2M:g} x 2 MB) refused: {reason} (ENOMEM)")
 
 
 def _map_aligned(size: int) -> tuple[int, int]:
