@@ -141,7 +141,10 @@ cdef class _RegionBuffer:
         buf.len = self.nbytes
         buf.readonly = 0
         buf.itemsize = 1
-        buf.format = "B" if (flags & PyBUF_FORMAT) else NULL
+        if flags & PyBUF_FORMAT:
+            buf.format = b"B"
+        else:
+            buf.format = NULL
         buf.ndim = 1
         buf.shape = &self.nbytes
         buf.strides = NULL
@@ -433,21 +436,14 @@ cdef class Pool:
 
     # -------------------------------------------------------- accounting --
 
-    cdef tm_pool_stats_t _stats(self) except *:
-        cdef tm_pool_stats_t st
-        if self._closed:
-            raise _closed_error(self)
-        tm_pool_stats(self._c, &st)
-        return st
-
     @property
     def available(self):
         """Free objects, including those parked in per-thread caches."""
-        return self._stats().available
+        return _read_stats(self).available
 
     @property
     def in_use(self):
-        return self._stats().in_use
+        return _read_stats(self).in_use
 
     def is_in_use(self, h):
         """Whether handle h is currently handed out (a hint under concurrency)."""
@@ -458,7 +454,7 @@ cdef class Pool:
 
     def stats(self):
         """Counters summed over every thread's cache (exact when quiescent)."""
-        cdef tm_pool_stats_t st = self._stats()
+        cdef tm_pool_stats_t st = _read_stats(self)
         return {
             "capacity": st.capacity,
             "in_use": st.in_use,
@@ -485,6 +481,14 @@ cdef class Pool:
     def region(self):
         """The memory.Region behind the pool (policy, binding, advice)."""
         return self._region
+
+
+cdef tm_pool_stats_t _read_stats(Pool pool) except *:
+    cdef tm_pool_stats_t st
+    if pool._closed:
+        raise _closed_error(pool)
+    tm_pool_stats(pool._c, &st)
+    return st
 
 
 def _positive_int(name, value):
