@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: embedsignature=True
+# cython: embedsignature=True, always_allow_keywords=False
 """The compiled core: Pool over include/turbomem/pool.h.
 
 Everything here is the thin layer between Python objects and the C core:
@@ -9,7 +9,7 @@ entry points exported to other Cython modules through ``_core.pxd``.
 """
 
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_WRITABLE
-from cpython.long cimport PyLong_AsLongLong
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 
 cimport numpy as cnp
@@ -94,7 +94,7 @@ cdef inline object _closed_error(object what):
     return PoolClosedError(f"{what} is closed")
 
 
-cdef long long _to_handle(object h) except -2:
+cdef inline long long _to_handle(object h) except -2:
     """A Python handle as a C integer, or InvalidHandleError.
 
     Accepts int and integer-like objects with __index__ (numpy integers);
@@ -102,15 +102,13 @@ cdef long long _to_handle(object h) except -2:
     (the caller reports them with the pool's capacity).
     """
     cdef long long v
+    cdef int overflow = 0
     if type(h) is not int:
         if isinstance(h, bool) or not hasattr(type(h), "__index__"):
             raise InvalidHandleError(f"a handle is an int, not {type(h).__name__}: {h!r}")
         h = operator.index(h)
-    try:
-        v = PyLong_AsLongLong(h)
-    except OverflowError:
-        return -1
-    if v < 0 or v > <long long>0xFFFFFFFF:
+    v = PyLong_AsLongLongAndOverflow(h, &overflow)  # no exception machinery
+    if overflow or v < 0 or v > <long long>0xFFFFFFFF:
         return -1
     return v
 
