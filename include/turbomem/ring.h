@@ -12,8 +12,10 @@
  * ------------------------------------------------------------------------
  * - Without flags, any number of threads may call the enqueue functions and
  *   any number of threads may call the dequeue functions, all concurrently.
- * - TM_RING_SP: at most one thread at a time may enqueue (callers serialise
- *   producers themselves).  TM_RING_SC: same for dequeue.  The two flags are
+ * - TM_RING_SP: at most one thread at a time may enqueue; if several threads
+ *   take turns, the hand-over must give happens-before (a mutex, thread
+ *   join, a release/acquire flag), because the SP head is accessed RELAXED.
+ *   TM_RING_SC: same for dequeue.  The two flags are
  *   independent (SP+MC, MP+SC, SP+SC are all valid).
  * - tm_ring_count() and tm_ring_capacity() may be called from any thread at
  *   any time; count() is a snapshot and is only exact when no enqueue or
@@ -53,7 +55,9 @@
  *      with RELEASE (no wait: there is no predecessor).
  *   E. slots are accessed with RELAXED atomic loads/stores: the happens-before
  *      edges of A and C already order them; the atomics just make that
- *      explicit to the compiler and to ThreadSanitizer.
+ *      explicit to the compiler and to ThreadSanitizer.  (Since atomics never
+ *      "race", TSan cannot check A/C through them; tests build a variant with
+ *      -DTM_RING_PLAIN_SLOTS, where it can.)
  *
  * 32-bit wraparound: head and tail are free-running uint32_t counters that
  * wrap modulo 2^32; the slot index is (counter & mask).  Because the slot
@@ -62,7 +66,8 @@
  * capacity + cons.tail - prod.head and fill level as prod.tail - cons.head,
  * both in unsigned (mod 2^32) arithmetic; the true values always lie in
  * [0, capacity] and capacity <= 2^31 < 2^32, so the modular result equals
- * the true one.  (Capacity > 2^31 would need a 2^32-slot array whose size
+ * the true one.  (In MP/MC mode a stale head can make the result look larger
+ * than the truth, but then the head CAS fails and the loop recomputes.)  (Capacity > 2^31 would need a 2^32-slot array whose size
  * does not fit in uint32_t, hence the limit.)
  *
  * Progress: reservation is lock-free (a failed CAS means another thread made
@@ -71,8 +76,12 @@
  * blocks every later thread of the same side in step 3 until it resumes, and
  * the other side simply sees fewer entries/less space meanwhile.  Like DPDK's
  * default ring, it is therefore not wait-free, and not strictly lock-free
- * either in the presence of preemption; avoid running more spinning threads
- * than cores on one side of a ring, or use the SP/SC modes.
+ * either in the presence of preemption.  With more threads than cores this
+ * bites hard: the spinning successors keep the preempted thread off the CPU
+ * and the convoy re-forms on every call (measured: 4 producers + 4 consumers
+ * on 2 cores, pure spinning, 2 s or > 100 s at random).  Either keep the
+ * threads of each side <= cores, use the SP/SC modes, or define
+ * TM_RING_YIELD() (see below) so waiters eventually yield the CPU.
  */
 #ifndef TURBOMEM_RING_H
 #define TURBOMEM_RING_H
@@ -92,6 +101,17 @@ extern "C" {
 #define TM_RING_SC 2u /* single consumer: plain head update */
 
 #define TM_RING_MAX_CAPACITY 0x80000000u /* 2^31 */
+
+/* Waiting for a predecessor in the publish step spins with TM_CPU_RELAX().
+ * That is right when every thread has a core of its own.  If threads may
+ * outnumber cores (thread pools, CI boxes), a preempted predecessor makes its
+ * successors burn whole time slices; define TM_RING_YIELD() before including
+ * this header (e.g. `#define TM_RING_YIELD() sched_yield()`) and it is called
+ * after every TM_RING_YIELD_SPINS pauses, like DPDK's RTE_RING_PAUSE_REP_COUNT.
+ * By default there is no yield: pure spinning. */
+#ifndef TM_RING_YIELD_SPINS
+#define TM_RING_YIELD_SPINS 256u
+#endif
 
 /* One side of the ring; each side lives on its own cache line. */
 struct tm_ring_headtail {
@@ -204,6 +224,19 @@ static inline uint32_t tm_ring_count(const tm_ring_t *r)
 
 /* ---- internals -------------------------------------------------------- */
 
+/* Slot accesses are RELAXED atomics by default (E).  Test builds may define
+ * TM_RING_PLAIN_SLOTS to make them plain accesses: the ring is still
+ * race-free (A and C give happens-before edges for every slot access), and
+ * under ThreadSanitizer that variant actually verifies those edges, which
+ * it cannot do for atomic slots (atomics never race). */
+#ifdef TM_RING_PLAIN_SLOTS
+#define TM_RING__SLOT_STORE(p, v) (*(p) = (v))
+#define TM_RING__SLOT_LOAD(p) (*(p))
+#else
+#define TM_RING__SLOT_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define TM_RING__SLOT_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#endif
+
 /* Copy n handles into the slots starting at counter value pos, wrapping at
  * the end of the array: two straight loops, no per-element branch. */
 static inline void tm_ring__copy_in(tm_ring_t *r, uint32_t pos,
@@ -216,9 +249,9 @@ static inline void tm_ring__copy_in(tm_ring_t *r, uint32_t pos,
         first = n;
     /* RELAXED slot stores: ordered by the prod.tail RELEASE store (A). */
     for (i = 0; i < first; i++)
-        __atomic_store_n(&r->slots[idx + i], objs[i], __ATOMIC_RELAXED);
+        TM_RING__SLOT_STORE(&r->slots[idx + i], objs[i]);
     for (; i < n; i++)
-        __atomic_store_n(&r->slots[i - first], objs[i], __ATOMIC_RELAXED);
+        TM_RING__SLOT_STORE(&r->slots[i - first], objs[i]);
 }
 
 static inline void tm_ring__copy_out(const tm_ring_t *r, uint32_t pos,
@@ -231,9 +264,9 @@ static inline void tm_ring__copy_out(const tm_ring_t *r, uint32_t pos,
         first = n;
     /* RELAXED slot loads: ordered by the prod.tail ACQUIRE load (A). */
     for (i = 0; i < first; i++)
-        objs[i] = __atomic_load_n(&r->slots[idx + i], __ATOMIC_RELAXED);
+        objs[i] = TM_RING__SLOT_LOAD(&r->slots[idx + i]);
     for (; i < n; i++)
-        objs[i] = __atomic_load_n(&r->slots[i - first], __ATOMIC_RELAXED);
+        objs[i] = TM_RING__SLOT_LOAD(&r->slots[i - first]);
 }
 
 /* Step 3: publish [old, new) on side ht. */
@@ -241,10 +274,21 @@ static inline void tm_ring__publish(struct tm_ring_headtail *ht, uint32_t old,
                                     uint32_t new_pos, int single)
 {
     if (!single) {
+#ifdef TM_RING_YIELD
+        unsigned spins = 0;
+#endif
         /* ACQUIRE pairs with the predecessor's RELEASE tail store below (C),
          * so our release also publishes the predecessor's slot accesses. */
-        while (TM_UNLIKELY(__atomic_load_n(&ht->tail, __ATOMIC_ACQUIRE) != old))
+        while (TM_UNLIKELY(__atomic_load_n(&ht->tail, __ATOMIC_ACQUIRE) != old)) {
+#ifdef TM_RING_YIELD
+            if (++spins >= TM_RING_YIELD_SPINS) {
+                spins = 0;
+                TM_RING_YIELD();
+                continue;
+            }
+#endif
             TM_CPU_RELAX();
+        }
     }
     /* RELEASE pairs with the other side's ACQUIRE load of this tail in its
      * reserve step (A) and with same-side successors' wait loop (C). */
