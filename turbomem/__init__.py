@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os as _os
 
-from turbomem._core import MAX_CACHE_SIZE, MAX_CAPACITY, Pool, hit_path_is_fence_free
+from turbomem._core import MAX_CACHE_SIZE, MAX_CAPACITY, RING_MAX_CAPACITY, Pool, Ring, hit_path_is_fence_free
 from turbomem.errors import (
     DoubleFreeError,
     HugePageError,
@@ -33,6 +33,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Pool",
+    "Ring",
+    "RING_MAX_CAPACITY",
     "MAX_CACHE_SIZE",
     "MAX_CAPACITY",
     "hit_path_is_fence_free",

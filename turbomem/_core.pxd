@@ -25,6 +25,13 @@ cdef extern from *:
     ctypedef struct tm_pool_t
 
 
+cdef extern from *:
+    """
+    typedef struct tm_ring tm_ring_t;
+    """
+    ctypedef struct tm_ring_t
+
+
 cdef class Pool:
     cdef tm_pool_t *_c
     cdef readonly uint32_t capacity
@@ -64,3 +71,24 @@ cdef int pool_put(tm_pool_t *p, uint32_t handle) noexcept nogil
 cdef int pool_get_bulk(tm_pool_t *p, uint32_t *handles, uint32_t n) noexcept nogil
 cdef int pool_put_bulk(tm_pool_t *p, const uint32_t *handles, uint32_t n) noexcept nogil
 cdef char *pool_object(Pool pool, uint32_t handle) noexcept nogil
+
+
+cdef class Ring:
+    cdef tm_ring_t *_r
+    cdef readonly uint32_t capacity
+    cdef readonly bint single_producer
+    cdef readonly bint single_consumer
+    cdef int _busy
+    cdef bint _closed
+
+    cdef int _check(self) except -1
+    cdef void _leave_wait(self)
+    cdef uint32_t _wait_burst(self, uint32_t *data, uint32_t count, double deadline) except? 0
+
+
+# Ring entry points, callable without the GIL (1/0 or counts, as ring.h).
+cdef tm_ring_t *ring_ptr(Ring ring) except NULL
+cdef int ring_enqueue(tm_ring_t *r, uint32_t h) noexcept nogil
+cdef int ring_dequeue(tm_ring_t *r, uint32_t *h) noexcept nogil
+cdef uint32_t ring_enqueue_burst(tm_ring_t *r, const uint32_t *hs, uint32_t n) noexcept nogil
+cdef uint32_t ring_dequeue_burst(tm_ring_t *r, uint32_t *hs, uint32_t n) noexcept nogil

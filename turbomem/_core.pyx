@@ -560,3 +560,8 @@ cdef int pool_put_bulk(tm_pool_t *p, const uint32_t *handles, uint32_t n) noexce
 
 cdef char *pool_object(Pool pool, uint32_t handle) noexcept nogil:
     return pool._base + <size_t>handle * <size_t>pool.stride
+
+
+# ------------------------------------------------------------------ Ring ----
+
+include "_ring.pxi"
