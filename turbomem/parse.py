@@ -112,6 +112,8 @@ def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None) 
 
     ``cap[i]`` may exceed ``width`` (the packet is longer than the window);
     fields past the window are flagged F_UNPARSED, past ``cap`` F_TRUNCATED.
+    Each header is fetched for all rows with one gather into a small
+    (n, header) matrix, then read as big-endian columns.
     """
     if linktype not in SUPPORTED_LINKTYPES:
         raise ValueError(f"unsupported linktype {linktype}; supported: {SUPPORTED_LINKTYPES}")
@@ -121,173 +123,144 @@ def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None) 
     out = np.zeros(n, dtype=PACKET_DTYPE)
     if n == 0:
         return out
-    rows = np.arange(n)
+    if width < 64:  # pad so that fixed-size gathers stay inside the matrix
+        mat = np.concatenate([mat, np.zeros((n, 64 - width), dtype=np.uint8)], axis=1)
+    full = mat.shape[1]
+    rows = np.arange(n)[:, None]
     win = np.minimum(cap, width)  # bytes that can actually be read
     flags = np.zeros(n, dtype=np.uint16)
 
-    def u8(off):
-        return mat[rows, np.clip(off, 0, width - 1)].astype(np.uint32)
-
-    def u16(off):
-        return (u8(off) << 8) | u8(off + 1)
-
-    def u32(off):
-        return (u16(off) << 16) | u16(off + 2)
+    def block(off, size):
+        """(n, size) bytes at per-row offsets (clipped into the matrix; mask later)."""
+        return mat[rows, np.minimum(off[:, None] + _COLS[size], full - 1)]
 
     def need(mask, end, bound=None):
         """Rows of ``mask`` whose bytes [.., end) are readable; flags the others."""
+        nonlocal flags
         limit = cap if bound is None else np.minimum(cap, bound)
         short = mask & (end > limit)
-        flags[short & (end > cap)] |= F_TRUNCATED
-        flags[short & (end <= cap)] |= F_MALFORMED  # inside the capture but past IP length
-        beyond = mask & ~short & (end > win)
-        flags[beyond] |= F_UNPARSED
-        return mask & ~short & ~beyond
+        if short.any():
+            past_cap = end > cap
+            flags |= (short & past_cap) * np.uint16(F_TRUNCATED)
+            flags |= (short & ~past_cap) * np.uint16(F_MALFORMED)  # past the IP length
+            mask = mask & ~short
+        beyond = mask & (end > win)
+        if beyond.any():
+            flags |= beyond * np.uint16(F_UNPARSED)
+            mask = mask & ~beyond
+        return mask
 
     # ---------------------------------------------------------- link layer
-    zero = np.zeros(n, dtype=np.int64)
-    everyone = np.ones(n, dtype=bool)
+    head = mat[:, :24].astype(np.uint32)
     if linktype == 1:
-        ok = need(everyone, zero + 14)
-        et = np.where(ok, u16(zero + 12), 0)
-        hl = zero + 14
+        hl0, et_col = 14, 12
     elif linktype == 113:
-        ok = need(everyone, zero + 16)
-        et = np.where(ok, u16(zero + 14), 0)
-        hl = zero + 16
+        hl0, et_col = 16, 14
     elif linktype == 276:
-        ok = need(everyone, zero + 20)
-        et = np.where(ok, u16(zero), 0)
-        hl = zero + 20
-    else:  # raw IP: the version nibble says which
-        ok = need(everyone, zero + 1)
-        version = u8(zero) >> 4
-        et = np.where(ok & (version == 4), 0x0800, np.where(ok & (version == 6), 0x86DD, 0))
-        hl = zero.copy()
-
-    if linktype != 101 and linktype != 12:
+        hl0, et_col = 20, 0
+    else:
+        hl0, et_col = 0, None
+    hl = np.full(n, hl0, dtype=np.int64)
+    ok = need(np.ones(n, dtype=bool), np.full(n, max(hl0, 1), dtype=np.int64))
+    if et_col is not None:
+        et = np.where(ok, (head[:, et_col] << 8) | head[:, et_col + 1], 0)
         for tag in range(2):
-            tagged = ok & np.isin(et, _VLAN_TPIDS)
+            tagged = ok & ((et == 0x8100) | (et == 0x88A8) | (et == 0x9100))
             if not tagged.any():
                 break
             good = need(tagged, hl + 4)
-            vid = u16(hl) & 0x0FFF
+            t = block(hl, 4).astype(np.uint32)
+            vid = ((t[:, 0] << 8) | t[:, 1]) & 0x0FFF
             field = "vlan" if tag == 0 else "vlan_inner"
-            out[field] = np.where(good, vid, out[field])
-            flags[good] |= F_VLAN if tag == 0 else (F_VLAN | F_QINQ)
-            et = np.where(good, u16(hl + 2), np.where(tagged, 0, et))
+            out[field] = np.where(good, vid, 0)
+            flags |= good * np.uint16(F_VLAN if tag == 0 else F_QINQ)
+            et = np.where(good, (t[:, 2] << 8) | t[:, 3], np.where(tagged, 0, et))
             ok &= ~(tagged & ~good)
             hl = np.where(good, hl + 4, hl)
+    else:  # raw IP: the version nibble says which
+        version = head[:, 0] >> 4
+        et = np.where(ok & (version == 4), 0x0800, np.where(ok & (version == 6), 0x86DD, 0))
     out["ethertype"] = et
     l3 = hl
     out["l3_off"] = np.minimum(l3, 0xFFFF)
 
-    # ---------------------------------------------------------------- IPv4
-    l4 = np.zeros(n, dtype=np.int64)
-    proto = np.zeros(n, dtype=np.uint32)
-    has_l4 = np.zeros(n, dtype=bool)
-    ip_end = cap.copy()  # the IP packet's end, for bounding L4 reads
-
-    v4 = ok & (et == 0x0800)
-    v4 = need(v4, l3 + 20)
-    if v4.any():
-        b0 = u8(l3)
-        ihl = (b0 & 15).astype(np.int64) * 4
-        total = u16(l3 + 2).astype(np.int64)
-        bad = v4 & (((b0 >> 4) != 4) | (ihl < 20) | (total < ihl))
-        flags[bad] |= F_MALFORMED
-        v4 &= ~bad
-        out["l3"][v4] = L3_IPV4
-        frag = u16(l3 + 6)
-        fragment = v4 & ((frag & 0x3FFF) != 0)
-        later = v4 & ((frag & 0x1FFF) != 0)
-        flags[fragment] |= F_FRAGMENT
-        flags[later] |= F_LATER_FRAGMENT
-        out["ip_len"] = np.where(v4, total, 0)
-        out["ttl"] = np.where(v4, u8(l3 + 8), 0)
-        p4 = u8(l3 + 9)
-        out["ip_proto"] = np.where(v4, p4, 0)
-        out["src_ip4"] = np.where(v4, u32(l3 + 12), 0)
-        out["dst_ip4"] = np.where(v4, u32(l3 + 16), 0)
-        opts_ok = need(v4, l3 + ihl)
-        first = opts_ok & ~later
-        l4 = np.where(first, l3 + ihl, l4)
-        proto = np.where(first, p4, proto)
-        has_l4 |= first
-        ip_end = np.where(v4, l3 + total, ip_end)
-
-    # ---------------------------------------------------------------- IPv6
-    v6 = ok & (et == 0x86DD)
-    v6 = need(v6, l3 + 40)
+    # ------------------------------------------------- IPv4 and IPv6 at once
+    ip = block(l3, 40)
+    ip16 = ip.view(">u2").astype(np.int64)          # (n, 20) big-endian words
+    ver = ip[:, 0] >> 4
+    v4 = need(ok & (et == 0x0800), l3 + 20)
+    v6 = need(ok & (et == 0x86DD), l3 + 40)
+    ihl = (ip[:, 0] & 15).astype(np.int64) * 4
+    total = ip16[:, 1]
+    bad4 = v4 & ((ver != 4) | (ihl < 20) | (total < ihl))
+    bad6 = v6 & (ver != 6)
+    flags |= (bad4 | bad6) * np.uint16(F_MALFORMED)
+    v4 &= ~bad4
+    v6 &= ~bad6
+    l3cls = np.where(v4, L3_IPV4, np.where(v6, L3_IPV6, L3_OTHER)).astype(np.uint8)
+    out["l3"] = l3cls
+    frag = ip16[:, 3]
+    later = v4 & ((frag & 0x1FFF) != 0)
+    flags |= (v4 & ((frag & 0x3FFF) != 0)) * np.uint16(F_FRAGMENT)
+    flags |= later * np.uint16(F_LATER_FRAGMENT)
+    plen = ip16[:, 2]
+    nh = np.where(v4, ip[:, 9], np.where(v6, ip[:, 6], 0)).astype(np.int64)
+    out["ip_len"] = np.where(v4, total, np.where(v6, plen + 40, 0))
+    out["ttl"] = np.where(v4, ip[:, 8], np.where(v6, ip[:, 7], 0))
+    ip32 = ip[:, :20].view(">u4")
+    out["src_ip4"] = np.where(v4, ip32[:, 3], 0)
+    out["dst_ip4"] = np.where(v4, ip32[:, 4], 0)
     if v6.any():
-        bad = v6 & ((u8(l3) >> 4) != 6)
-        flags[bad] |= F_MALFORMED
-        v6 &= ~bad
-        out["l3"][v6] = L3_IPV6
-        plen = u16(l3 + 4).astype(np.int64)
-        nh = u8(l3 + 6)
-        out["ip_len"] = np.where(v6, plen + 40, out["ip_len"])
-        out["ttl"] = np.where(v6, u8(l3 + 7), out["ttl"])
-        cols = np.arange(16)
-        for name, start in (("src_ip6", 8), ("dst_ip6", 24)):
-            idx = np.clip(l3[v6, None] + start + cols, 0, width - 1)
-            out[name][v6] = mat[rows[v6, None], idx]
-        end6 = np.where(v6, l3 + 40 + plen, ip_end)
-        next_off = l3 + 40
+        out["src_ip6"] = np.where(v6[:, None], ip[:, 8:24], 0)
+        out["dst_ip6"] = np.where(v6[:, None], ip[:, 24:40], 0)
+    ip_end = np.where(v4, l3 + total, np.where(v6, l3 + 40 + plen, cap))
+    l4 = np.where(v4, l3 + ihl, l3 + 40)
+    has_l4 = need(v4, l4) & ~later  # IPv4 options captured; first fragment only
+    if v6.any():
+        v6_l4 = v6
         hbh = v6 & (nh == 0)
         if hbh.any():
-            hbh_ok = need(hbh, next_off + 2, end6)
-            hlen = (u8(next_off + 1).astype(np.int64) + 1) * 8
-            hbh_ok = need(hbh_ok, next_off + hlen, end6)
-            nh = np.where(hbh_ok, u8(next_off), nh)
-            next_off = np.where(hbh_ok, next_off + hlen, next_off)
+            hbh_ok = need(hbh, l4 + 2, ip_end)
+            hb = block(l4, 2).astype(np.int64)
+            hlen = (hb[:, 1] + 1) * 8
+            hbh_ok = need(hbh_ok, l4 + hlen, ip_end)
+            nh = np.where(hbh_ok, hb[:, 0], nh)
+            l4 = np.where(hbh_ok, l4 + hlen, l4)
             v6_l4 = v6 & (~hbh | hbh_ok)
-        else:
-            v6_l4 = v6
-        out["ip_proto"] = np.where(v6, nh, out["ip_proto"])
-        ext = v6_l4 & np.isin(nh, (0, 43, 44, 50, 51, 60, 135, 139, 140))
-        flags[ext] |= F_IPV6_EXT
-        v6_l4 &= ~ext
-        l4 = np.where(v6_l4, next_off, l4)
-        proto = np.where(v6_l4, nh, proto)
-        has_l4 |= v6_l4
-        ip_end = np.where(v6, end6, ip_end)
+        ext = v6_l4 & np.isin(nh, _IPV6_EXT_HEADERS)
+        flags |= ext * np.uint16(F_IPV6_EXT)
+        has_l4 |= v6_l4 & ~ext
+    out["ip_proto"] = nh
 
     # ------------------------------------------------------------------ L4
-    l3cls = out["l3"]
-    l4cls = np.zeros(n, dtype=np.uint8)
-    tcp = has_l4 & (proto == 6)
-    udp = has_l4 & (proto == 17)
-    icmp = has_l4 & (proto == 1) & (l3cls == L3_IPV4)
-    icmp6 = has_l4 & (proto == 58) & (l3cls == L3_IPV6)
-    l4cls[tcp] = L4_TCP
-    l4cls[udp] = L4_UDP
-    l4cls[icmp] = L4_ICMP
-    l4cls[icmp6] = L4_ICMPV6
-    out["l4"] = l4cls
+    tcp = has_l4 & (nh == 6)
+    udp = has_l4 & (nh == 17)
+    icmp = has_l4 & (((nh == 1) & v4) | ((nh == 58) & v6))
+    out["l4"] = np.where(tcp, L4_TCP, np.where(udp, L4_UDP, np.where(
+        icmp, np.where(v4, L4_ICMP, L4_ICMPV6), L4_OTHER)))
     out["l4_off"] = np.where(has_l4, np.minimum(l4, 0xFFFF), 0)
-
+    hdr = block(l4, 20)
     tcp_ok = need(tcp, l4 + 20, ip_end)
-    if tcp_ok.any():
-        doff = u8(l4 + 12) >> 4
-        bad = tcp_ok & (doff < 5)
-        flags[bad] |= F_MALFORMED
-        tcp_ok &= ~bad
-        out["tcp_flags"] = np.where(tcp_ok, u8(l4 + 13), 0)
+    bad = tcp_ok & ((hdr[:, 12] >> 4) < 5)
+    flags |= bad * np.uint16(F_MALFORMED)
+    tcp_ok &= ~bad
     udp_ok = need(udp, l4 + 8, ip_end)
+    ic_ok = need(icmp, l4 + 4, ip_end)
     ports = tcp_ok | udp_ok
-    if ports.any():
-        out["sport"] = np.where(ports, u16(l4), 0)
-        out["dport"] = np.where(ports, u16(l4 + 2), 0)
-    ic_ok = need(icmp | icmp6, l4 + 4, ip_end)
-    if ic_ok.any():
-        out["icmp_type"] = np.where(ic_ok, u8(l4), 0)
-        out["icmp_code"] = np.where(ic_ok, u8(l4 + 1), 0)
-
+    p16 = hdr[:, :4].view(">u2")
+    out["sport"] = np.where(ports, p16[:, 0], 0)
+    out["dport"] = np.where(ports, p16[:, 1], 0)
+    out["tcp_flags"] = np.where(tcp_ok, hdr[:, 13], 0)
+    out["icmp_type"] = np.where(ic_ok, hdr[:, 0], 0)
+    out["icmp_code"] = np.where(ic_ok, hdr[:, 1], 0)
     out["flags"] = flags
     out["cap_len"] = cap
     out["wire_len"] = cap if wire_lengths is None else np.asarray(wire_lengths).ravel()
     return out
+
+
+_COLS = {k: np.arange(k) for k in (2, 4, 20, 40)}
+_IPV6_EXT_HEADERS = np.array([0, 43, 44, 50, 51, 60, 135, 139, 140])
 
 
 _FLOW_FIELDS = ("l3", "ip_proto", "src_ip4", "dst_ip4", "src_ip6", "dst_ip6", "sport", "dport")
