@@ -169,6 +169,7 @@ def main(argv=None):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             sock.bind(("127.0.0.1", args.udp))
+            print(f"listening on 127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
         if args.naive:
             result = run_naive(path, sock=sock, count=args.count, duration=args.duration,
                                idle=args.idle, queue_size=args.ring_size,
