@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from turbomem import _sys, memory, smaps, topology
+from turbomem import _sys, memory, numa, smaps
 from turbomem.errors import HugePageError, NumaError, OutOfMemoryError, TurbomemError
 from turbomem.memory import HUGE_2M, create_region
 
@@ -218,7 +218,7 @@ def test_larger_than_memory_is_out_of_memory_or_maps_lazily():
 
 
 def test_unknown_numa_node_lists_the_nodes():
-    nodes = topology.node_ids()
+    nodes = numa.node_ids()
     missing = max(nodes) + 7
     with pytest.raises(NumaError) as info:
         create_region(2 * MB, numa_node=missing)
@@ -233,7 +233,7 @@ def test_default_binds_to_the_calling_threads_node(region_factory):
     if region.numa_node is None:
         assert region.numa_status.startswith("not bound: ")
     else:
-        assert region.numa_node in topology.node_ids()
+        assert region.numa_node in numa.node_ids()
         assert region.numa_status.startswith(f"bound to node {region.numa_node}")
 
 

@@ -27,7 +27,7 @@ from turbomem.errors import (
     TurbomemError,
     UseAfterFreeError,
 )
-from turbomem.topology import current_cpu, current_node, pin_thread, topology
+from turbomem.numa import current_cpu, current_node, pin_thread, topology
 
 __version__ = "0.1.0"
 

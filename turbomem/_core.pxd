@@ -34,6 +34,7 @@ cdef class Pool:
     cdef readonly bint debug
     cdef char *_base
     cdef object _region
+    cdef _MemoryState _memory
     cdef _RegionBuffer _buffer
     cdef object _whole_view
     cdef int _busy
@@ -44,12 +45,16 @@ cdef class Pool:
     cdef void _destroy_core(self)
 
 
-cdef class _RegionBuffer:
+cdef class _MemoryState:
     cdef object region
+    cdef Py_ssize_t anchors
+    cdef bint pool_closed
+
+
+cdef class _RegionBuffer:
+    cdef _MemoryState state
     cdef char *addr
     cdef Py_ssize_t nbytes
-    cdef Py_ssize_t exports
-    cdef bint unmap_when_released
 
 
 # nogil entry points (return 0 or a negative TM_E* code).

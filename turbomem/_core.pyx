@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: embedsignature=True
+# cython: embedsignature=True, always_allow_keywords=False
 """The compiled core: Pool over include/turbomem/pool.h.
 
 Everything here is the thin layer between Python objects and the C core:
@@ -9,7 +9,7 @@ entry points exported to other Cython modules through ``_core.pxd``.
 """
 
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_WRITABLE
-from cpython.long cimport PyLong_AsLongLong
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 
 cimport numpy as cnp
@@ -94,7 +94,7 @@ cdef inline object _closed_error(object what):
     return PoolClosedError(f"{what} is closed")
 
 
-cdef long long _to_handle(object h) except -2:
+cdef inline long long _to_handle(object h) except -2:
     """A Python handle as a C integer, or InvalidHandleError.
 
     Accepts int and integer-like objects with __index__ (numpy integers);
@@ -102,39 +102,51 @@ cdef long long _to_handle(object h) except -2:
     (the caller reports them with the pool's capacity).
     """
     cdef long long v
+    cdef int overflow = 0
     if type(h) is not int:
         if isinstance(h, bool) or not hasattr(type(h), "__index__"):
             raise InvalidHandleError(f"a handle is an int, not {type(h).__name__}: {h!r}")
         h = operator.index(h)
-    try:
-        v = PyLong_AsLongLong(h)
-    except OverflowError:
-        return -1
-    if v < 0 or v > <long long>0xFFFFFFFF:
+    v = PyLong_AsLongLongAndOverflow(h, &overflow)  # no exception machinery
+    if overflow or v < 0 or v > <long long>0xFFFFFFFF:
         return -1
     return v
 
 
 # ------------------------------------------------------------- the region ---
 
-cdef class _RegionBuffer:
-    """Exports the pool's memory through the buffer protocol.
+cdef class _MemoryState:
+    """What the region's anchors share: the region and how many anchors live."""
 
-    Every memoryview and numpy array of the pool holds a reference to this
-    object, and it holds the region: the mapping cannot be unmapped while a
-    view exists.  Pool.close() unmaps at once when nothing is exported, and
-    otherwise when the last export is released (a deferred unmap).
+    def __cinit__(self, object region):
+        self.region = region
+        self.anchors = 0
+        self.pool_closed = False
+
+
+cdef class _RegionBuffer:
+    """An anchor that exports the pool's memory through the buffer protocol.
+
+    Every memoryview and numpy array of the pool holds one anchor (numpy keeps
+    the exporter itself as its base, so each array gets its own anchor), and
+    the region is unmapped only when the pool is closed AND the last anchor is
+    gone: close() never pulls memory out from under a live view.
     """
 
-    def __cinit__(self, object region, Py_ssize_t nbytes):
-        self.region = region
-        self.addr = <char *><uintptr_t>region.addr
+    def __cinit__(self, _MemoryState state, Py_ssize_t nbytes):
+        self.state = state
+        self.addr = <char *><uintptr_t>state.region.addr
         self.nbytes = nbytes
-        self.exports = 0
-        self.unmap_when_released = False
+        state.anchors += 1
+
+    def __dealloc__(self):
+        if self.state is not None:
+            self.state.anchors -= 1
+            if self.state.anchors == 0 and self.state.pool_closed:
+                self.state.region.close()
 
     def __getbuffer__(self, Py_buffer *buf, int flags):
-        if self.region.closed:
+        if self.state.region.closed:
             raise BufferError("the pool's memory is unmapped")
         buf.buf = self.addr
         buf.obj = self
@@ -150,12 +162,9 @@ cdef class _RegionBuffer:
         buf.strides = NULL
         buf.suboffsets = NULL
         buf.internal = NULL
-        self.exports += 1
 
     def __releasebuffer__(self, Py_buffer *buf):
-        self.exports -= 1
-        if self.exports == 0 and self.unmap_when_released:
-            self.region.close()
+        pass
 
 
 # ------------------------------------------------------------------ Pool ----
@@ -224,7 +233,8 @@ cdef class Pool:
         self.stride = stride
         self.cache_size = cache_size
         self.debug = bool(debug)
-        self._buffer = _RegionBuffer(region, nbytes)
+        self._memory = _MemoryState(region)
+        self._buffer = _RegionBuffer(self._memory, nbytes)
         self._whole_view = memoryview(self._buffer)
         self._closed = False
 
@@ -273,14 +283,14 @@ cdef class Pool:
         self._closed = True
         if self._busy == 0:
             self._destroy_core()
+        self._memory.pool_closed = True
         view = self._whole_view
         self._whole_view = None
         if view is not None:
-            view.release()
-        if self._buffer.exports == 0:
+            view.release()  # slices taken by view() keep their own reference
+        self._buffer = None  # our anchor; the last anchor to go unmaps
+        if self._memory.anchors == 0:
             self._region.close()
-        else:
-            self._buffer.unmap_when_released = True
 
     @property
     def closed(self):
@@ -418,14 +428,17 @@ cdef class Pool:
         strides (stride, 1), zero copy."""
         if self._closed:
             raise _closed_error(self)
+        # numpy releases the buffer and keeps the exporter as its base: give
+        # each array its own anchor so the region lives as long as the array.
         return np.ndarray(shape=(self.capacity, self.obj_size), dtype=np.uint8,
-                          buffer=self._buffer, strides=(self.stride, 1))
+                          buffer=_RegionBuffer(self._memory, self._buffer.nbytes),
+                          strides=(self.stride, 1))
 
     def buffer(self):
         """A writable memoryview of the whole pool (capacity * stride bytes)."""
         if self._closed:
             raise _closed_error(self)
-        return memoryview(self._buffer)
+        return memoryview(_RegionBuffer(self._memory, self._buffer.nbytes))
 
     @property
     def address(self):

@@ -16,7 +16,7 @@ import re
 import weakref
 from pathlib import Path
 
-from . import _sys, smaps, topology
+from . import _sys, numa, smaps
 from .errors import HugePageError, NumaError, OutOfMemoryError
 
 __all__ = [
@@ -172,7 +172,7 @@ def _validate(nbytes: int, hugepages: str, numa_node: int | None) -> int | None:
         return None
     if isinstance(numa_node, bool) or not isinstance(numa_node, int):
         raise TypeError(f"numa_node must be an int or None, got {type(numa_node).__name__}")
-    nodes = topology.node_ids()
+    nodes = numa.node_ids()
     if numa_node not in nodes:
         raise NumaError(f"NUMA node {numa_node} does not exist; nodes on this machine: {nodes}")
     return numa_node
@@ -274,7 +274,7 @@ def _bind_numa(region: Region, explicit_node: int | None) -> None:
     """mbind(MPOL_BIND) before the first touch; a refusal is recorded, not raised."""
     if explicit_node is None:
         try:
-            node = topology.current_node()
+            node = numa.current_node()
         except OSError as exc:
             region.numa_status = f"not bound: could not find the calling thread's node ({exc})"
             return
@@ -291,7 +291,7 @@ def _bind_numa(region: Region, explicit_node: int | None) -> None:
         region.numa_status = f"not bound: mbind refused ({_sys.errno_name(exc.errno or 0)}: {exc.strerror})"
         return
     region.numa_node = node
-    nodes = topology.node_ids()
+    nodes = numa.node_ids()
     single = " (single-node machine)" if len(nodes) == 1 else ""
     region.numa_status = f"bound to node {node} ({origin}){single}"
 
@@ -383,7 +383,7 @@ def create_region(
     if hugepages == "hugetlb":
         if explicit_node is not None:
             node_free = _hugetlb_node_free(explicit_node)
-            if node_free is not None and node_free < size // HUGE_2M and len(topology.node_ids()) > 1:
+            if node_free is not None and node_free < size // HUGE_2M and len(numa.node_ids()) > 1:
                 # Binding would make the first touch on that node SIGBUS.
                 raise HugePageError(
                     errno.ENOMEM,

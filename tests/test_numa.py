@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from turbomem import topology
+from turbomem import numa
 
 
 def test_topology_has_nodes_cpus_and_source():
-    topo = topology.topology()
+    topo = numa.topology()
     assert topo["nodes"], topo
     assert set(topo["allowed_cpus"]) == os.sched_getaffinity(0)
     assert set(topo["allowed_cpus"]) <= set(topo["online_cpus"])
@@ -23,21 +23,21 @@ def test_topology_has_nodes_cpus_and_source():
 
 
 def test_single_node_fallback_when_sysfs_missing(tmp_path):
-    topo = topology.topology(root=tmp_path / "absent")
+    topo = numa.topology(root=tmp_path / "absent")
     assert list(topo["nodes"]) == [0]
     assert topo["nodes"][0]["cpus"] == topo["online_cpus"]
     assert topo["source"].startswith("fallback")
-    assert topology.node_ids(tmp_path / "absent") == [0]
+    assert numa.node_ids(tmp_path / "absent") == [0]
 
 
 def test_parse_cpulist():
-    assert topology.parse_cpulist("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
-    assert topology.parse_cpulist("") == []
+    assert numa.parse_cpulist("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
+    assert numa.parse_cpulist("") == []
 
 
 def test_current_node_is_a_known_node():
-    assert topology.current_node() in topology.node_ids()
-    assert topology.current_cpu() in os.sched_getaffinity(0)
+    assert numa.current_node() in numa.node_ids()
+    assert numa.current_cpu() in os.sched_getaffinity(0)
 
 
 def _in_thread(fn):
@@ -63,8 +63,8 @@ def test_pin_thread_pins_only_the_calling_thread():
     target = min(process_affinity)
 
     def pinned():
-        topology.pin_thread(target)
-        return os.sched_getaffinity(0), topology.current_cpu()
+        numa.pin_thread(target)
+        return os.sched_getaffinity(0), numa.current_cpu()
 
     affinity, cpu = _in_thread(pinned)
     assert affinity == {target}
@@ -76,7 +76,7 @@ def test_pin_thread_accepts_iterables():
     cpus = sorted(os.sched_getaffinity(0))
 
     def pinned():
-        topology.pin_thread(iter(cpus))
+        numa.pin_thread(iter(cpus))
         return os.sched_getaffinity(0)
 
     assert _in_thread(pinned) == set(cpus)
@@ -84,8 +84,8 @@ def test_pin_thread_accepts_iterables():
 
 def test_pin_thread_rejects_empty_and_unknown():
     with pytest.raises(ValueError, match="at least one CPU"):
-        topology.pin_thread([])
+        numa.pin_thread([])
     with pytest.raises(ValueError, match="unknown CPU"):
-        topology.pin_thread(100_000)
+        numa.pin_thread(100_000)
     with pytest.raises(TypeError):
-        topology.pin_thread(True)
+        numa.pin_thread(True)
