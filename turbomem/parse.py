@@ -85,7 +85,7 @@ PACKET_DTYPE = np.dtype([
 
 
 def parse(pool, handles, lengths, *, linktype: int = 1, wire_lengths=None,
-          window: int = 512) -> np.ndarray:
+          window: int = 128) -> np.ndarray:
     """Parse packets held in pool objects; returns a PACKET_DTYPE array."""
     handles = np.asarray(handles, dtype=np.intp).ravel()
     width = max(1, min(pool.obj_size, int(window)))
@@ -96,7 +96,7 @@ def parse(pool, handles, lengths, *, linktype: int = 1, wire_lengths=None,
     return parse_matrix(mat, cap, linktype=linktype, wire_lengths=wire_lengths)
 
 
-def parse_packets(packets, *, linktype: int = 1, window: int = 512) -> np.ndarray:
+def parse_packets(packets, *, linktype: int = 1, window: int = 128) -> np.ndarray:
     """Parse a list of bytes objects (a convenience for tests and tools)."""
     cap = np.array([len(p) for p in packets], dtype=np.int64)
     width = max(1, min(int(window), int(cap.max()) if len(cap) else 1))
@@ -126,29 +126,35 @@ def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None) 
     if width < 64:  # pad so that fixed-size gathers stay inside the matrix
         mat = np.concatenate([mat, np.zeros((n, 64 - width), dtype=np.uint8)], axis=1)
     full = mat.shape[1]
-    rows = np.arange(n)[:, None]
     win = np.minimum(cap, width)  # bytes that can actually be read
     flags = np.zeros(n, dtype=np.uint16)
 
+    flat = mat.reshape(-1)
+    row_base = (np.arange(n) * full)[:, None]
+
     def block(off, size):
-        """(n, size) bytes at per-row offsets (clipped into the matrix; mask later)."""
-        return mat[rows, np.minimum(off[:, None] + _COLS[size], full - 1)]
+        """(n, size) bytes at per-row offsets (clipped into the matrix; mask later).
+
+        A flat np.take: much cheaper than 2-D advanced indexing."""
+        idx = np.minimum(off[:, None] + _COLS[size], full - 1)
+        idx += row_base
+        return np.take(flat, idx)
 
     def need(mask, end, bound=None):
-        """Rows of ``mask`` whose bytes [.., end) are readable; flags the others."""
+        """Rows of ``mask`` whose bytes [.., end) are readable; flags the others.
+
+        The common case (everything readable) costs four array operations."""
         nonlocal flags
+        fail = mask & (end > (win if bound is None else np.minimum(win, bound)))
+        if not fail.any():
+            return mask
         limit = cap if bound is None else np.minimum(cap, bound)
-        short = mask & (end > limit)
-        if short.any():
-            past_cap = end > cap
-            flags |= (short & past_cap) * np.uint16(F_TRUNCATED)
-            flags |= (short & ~past_cap) * np.uint16(F_MALFORMED)  # past the IP length
-            mask = mask & ~short
-        beyond = mask & (end > win)
-        if beyond.any():
-            flags |= beyond * np.uint16(F_UNPARSED)
-            mask = mask & ~beyond
-        return mask
+        short = fail & (end > limit)
+        past_cap = end > cap
+        flags |= (short & past_cap) * np.uint16(F_TRUNCATED)
+        flags |= (short & ~past_cap) * np.uint16(F_MALFORMED)  # past the IP length
+        flags |= (fail & ~short) * np.uint16(F_UNPARSED)       # past the window
+        return mask & ~fail
 
     # ---------------------------------------------------------- link layer
     head = mat[:, :24].astype(np.uint32)

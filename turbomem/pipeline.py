@@ -203,8 +203,10 @@ class Pipeline:
     """
 
     def __init__(self, pool, ring_factory, *, ring_size: int = 1024, burst: int = 64,
-                 drop_ports=(), slow_stage: float = 0.0, backpressure: bool = True):
+                 drop_ports=(), slow_stage: float = 0.0, backpressure: bool = True,
+                 stage_burst: int = 1024):
         self.pool = pool
+        self.stage_burst = stage_burst
         self.ring_factory = ring_factory
         self.ring_size = ring_size
         self.burst = burst
@@ -274,12 +276,16 @@ class Pipeline:
                     raise
                 push(rx_ring, h, "dropped_rx_ring")
 
+        # Downstream stages take whatever has queued, up to stage_burst: numpy
+        # work per call has a fixed cost, so bigger batches are cheaper per packet.
+        stage_burst = max(burst, self.stage_burst)
+
         def stage_loop(ring, upstream_done, work):
             while True:
-                h = ring.dequeue_burst_wait(burst, timeout=0.02)
+                h = ring.dequeue_burst_wait(stage_burst, timeout=0.02)
                 if not len(h):
                     if upstream_done.is_set() or stop.is_set():
-                        h = ring.dequeue_burst(burst)
+                        h = ring.dequeue_burst(stage_burst)
                         if not len(h):
                             return
                     else:
