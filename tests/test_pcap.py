@@ -178,3 +178,35 @@ def test_snaplen_cuts_but_keeps_orig_length(pool):
         buf = io.BytesIO(buf.getvalue())
     got, _ = _read_all(buf, pool)
     assert got == [(b"01234567", 5000, 16)]
+
+
+class _Trickle(io.RawIOBase):
+    """A file object that hands out at most 777 bytes per read (like a pipe)."""
+
+    def __init__(self, data):
+        self._src = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        chunk = self._src.read(min(len(b), 777))
+        b[:len(chunk)] = chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_large_file_across_buffer_refills(tmp_path, trickle):
+    pkts = [bytes([i % 251]) * (200 + (i * 7919) % 1200) for i in range(4000)]  # ~5.6 MB
+    times = [1_600_000_000_000_000_000 + i * 1000 for i in range(len(pkts))]
+    buf = io.BytesIO()
+    w = PcapWriter(buf, nanosecond=True)
+    for p, t in zip(pkts, times):
+        w.write_packet(p, t)
+    data = buf.getvalue()
+    with tm.Pool(2048, 128) as pool:
+        source = _Trickle(data) if trickle else io.BytesIO(data)
+        got, _ = _read_all(source, pool, burst=100)
+        assert [g[0] for g in got] == pkts
+        assert [g[1] for g in got] == times
+        assert pool.available == pool.capacity

@@ -50,6 +50,7 @@ LINKTYPE_RAW = 101
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_LINUX_SLL2 = 276
 _CHUNK = 1 << 20
+_HDR_COLS = np.arange(16)
 
 
 class PcapError(TurbomemError, ValueError):
@@ -92,6 +93,7 @@ class PcapReader:
             self._owns = False
         self._buf = bytearray(max(_CHUNK, 4 * (MAX_RECORD + 16)))
         self._mv = memoryview(self._buf)
+        self._np_buf = np.frombuffer(self._buf, dtype=np.uint8)
         self._pos = 0
         self._end = 0
         self._file_off = 0
@@ -169,32 +171,40 @@ class PcapReader:
         n = len(handles)
         count = 0
         try:
-            offsets = []
-            caps = []
+            offsets, parts = [], []
             try:
-                count = self._walk(handles, offsets, caps)
+                count = self._walk(handles, offsets, parts)
             except PcapError as err:
-                if not offsets:
+                count = len(offsets) + sum(len(p) for p in parts)
+                if not count:
                     raise
                 self._pending = err
-                count = len(offsets)
             if count == 0:
                 return None
             self.packets += count
-            # the record headers were left in place: decode them all at once
-            hdr = np.frombuffer(b"".join(offsets), dtype=self._hdr_dtype)
+            # decode the record headers of the burst all at once
+            parts.append(self._headers_at(offsets))
+            hdr = parts[0] if len(parts) == 1 else np.concatenate(parts)
             ts = hdr["s"].astype(np.int64) * 1_000_000_000
             ts += hdr["f"].astype(np.int64) * (1 if self.nanosecond else 1000)
-            return (handles[:count].copy(), np.array(caps, dtype=np.uint32), ts,
-                    hdr["orig"].astype(np.uint32))
+            incl = hdr["incl"].astype(np.uint32)
+            caps = np.minimum(incl, self.pool.obj_size)
+            self.truncated += int((incl > self.pool.obj_size).sum())
+            return handles[:count].copy(), caps, ts, hdr["orig"].astype(np.uint32)
         finally:
             release(pool, handles[count:])
 
-    def _walk(self, handles, headers, caps) -> int:
+    def _headers_at(self, offsets):
+        at = np.array(offsets, dtype=np.intp).reshape(-1, 1) + _HDR_COLS
+        return self._np_buf[at].view(self._hdr_dtype)[:, 0]
+
+    def _walk(self, handles, offsets, parts) -> int:
         """Copy up to len(handles) records into the objects; returns how many.
 
         The hot loop of the reader: per record one unpack, one slice copy and
-        two appends.  ``headers`` receives each record's 16 header bytes.
+        one append.  ``offsets`` receives each record's offset in the buffer
+        (valid until the next _fill, so they are decoded into ``parts``
+        before each one).
         """
         pool = self.pool
         obj_size, stride = pool.obj_size, pool.stride
@@ -209,6 +219,9 @@ class PcapReader:
             while count < n:
                 if end - pos < 16:
                     self._pos = pos
+                    if offsets:
+                        parts.append(self._headers_at(offsets))
+                        offsets.clear()
                     self._fill(16)
                     pos, end = self._pos, self._end
                     left = end - pos
@@ -226,6 +239,9 @@ class PcapReader:
                         raise PcapError(f"record length {incl} exceeds {what}",
                                         self._file_off + pos)
                     self._pos = pos
+                    if offsets:
+                        parts.append(self._headers_at(offsets))
+                        offsets.clear()
                     self._fill(16 + incl)
                     pos, end = self._pos, self._end
                     body = pos + 16
@@ -238,11 +254,9 @@ class PcapReader:
                         raise PcapError(f"record of {incl} bytes does not fit an object of "
                                         f"{obj_size} bytes", self._file_off + pos)
                     k = obj_size
-                    self.truncated += 1
                 dst = hlist[count] * stride
                 pmv[dst:dst + k] = mv[body:body + k]
-                headers.append(buf[pos:body])
-                caps.append(k)
+                offsets.append(pos)
                 pos = body + incl
                 count += 1
         finally:
