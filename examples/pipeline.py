@@ -42,30 +42,30 @@ from turbomem.pipeline import (CountSink, PcapSink, PcapSource, Pipeline, UdpSin
 class _FallbackRing:
     def __init__(self, capacity, *, single_producer=False, single_consumer=False):
         self.capacity = int(capacity)
-        self._q = collections.deque()
+        self._chunks = collections.deque()  # uint32 arrays, oldest first
+        self._len = 0
         self._cv = threading.Condition()
 
     def __len__(self):
-        return len(self._q)
+        return self._len
 
     def enqueue(self, h):
         return self.enqueue_burst(np.array([h], dtype=np.uint32)) == 1
 
     def enqueue_bulk(self, arr):
         with self._cv:
-            if len(self._q) + len(arr) > self.capacity:
+            if self._len + len(arr) > self.capacity:
                 return False
-            self._q.extend(np.asarray(arr, dtype=np.uint32).tolist())
-            self._cv.notify_all()
-            return True
+        return self.enqueue_burst(arr) == len(arr)
 
     def enqueue_burst(self, arr):
         with self._cv:
-            k = min(len(arr), self.capacity - len(self._q))
-            if k > 0:
-                self._q.extend(np.asarray(arr[:k], dtype=np.uint32).tolist())
+            k = max(0, min(len(arr), self.capacity - self._len))
+            if k:
+                self._chunks.append(np.array(arr[:k], dtype=np.uint32))
+                self._len += k
                 self._cv.notify_all()
-            return max(k, 0)
+            return k
 
     def dequeue(self):
         out = self.dequeue_burst(1)
@@ -73,18 +73,16 @@ class _FallbackRing:
 
     def dequeue_bulk(self, n):
         with self._cv:
-            if len(self._q) < n:
-                return None
-            return self._take(n)
+            return self._take(n) if self._len >= n else None
 
     def dequeue_burst(self, n):
         with self._cv:
-            return self._take(min(n, len(self._q)))
+            return self._take(min(n, self._len))
 
     def dequeue_burst_wait(self, n, timeout=None):
         with self._cv:
-            self._cv.wait_for(lambda: len(self._q) > 0, timeout)
-            return self._take(min(n, len(self._q)))
+            self._cv.wait_for(lambda: self._len > 0, timeout)
+            return self._take(min(n, self._len))
 
     def dequeue_wait(self, timeout=None):
         out = self.dequeue_burst_wait(1, timeout)
@@ -99,8 +97,18 @@ class _FallbackRing:
         return True
 
     def _take(self, k):
-        q = self._q
-        return np.fromiter((q.popleft() for _ in range(k)), dtype=np.uint32, count=k)
+        parts, need = [], k
+        while need:
+            c = self._chunks.popleft()
+            if len(c) > need:
+                self._chunks.appendleft(c[need:])
+                c = c[:need]
+            parts.append(c)
+            need -= len(c)
+        self._len -= k
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 # END OF TEMPORARY ADAPTER
 # ---------------------------------------------------------------------------
 
