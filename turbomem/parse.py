@@ -179,7 +179,7 @@ def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None,
     if et_col is not None:
         et = np.where(ok, (head[:, et_col] << 8) | head[:, et_col + 1], 0)
         for tag in range(2):
-            tagged = ok & ((et == 0x8100) | (et == 0x88A8) | (et == 0x9100))
+            tagged = ok & _VLAN_LUT[et]
             if not tagged.any():
                 break
             good = need(tagged, hl + 4)
@@ -224,13 +224,14 @@ def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None,
     ip32 = ip[:, :20].view(">u4")
     out["src_ip4"] = np.where(v4, ip32[:, 3], 0)
     out["dst_ip4"] = np.where(v4, ip32[:, 4], 0)
-    if v6.any():
-        out["src_ip6"] = np.where(v6[:, None], ip[:, 8:24], 0)
-        out["dst_ip6"] = np.where(v6[:, None], ip[:, 24:40], 0)
+    sel6 = np.flatnonzero(v6)
+    if len(sel6):
+        out["src_ip6"][sel6] = ip[sel6, 8:24]
+        out["dst_ip6"][sel6] = ip[sel6, 24:40]
     ip_end = np.where(v4, l3 + total, np.where(v6, l3 + 40 + plen, cap))
     l4 = np.where(v4, l3 + ihl, l3 + 40)
     has_l4 = need(v4, l4) & ~later  # IPv4 options captured; first fragment only
-    if v6.any():
+    if len(sel6):
         v6_l4 = v6
         hbh = v6 & (nh == 0)
         if hbh.any():
@@ -241,7 +242,7 @@ def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None,
             nh = np.where(hbh_ok, hb[:, 0], nh)
             l4 = np.where(hbh_ok, l4 + hlen, l4)
             v6_l4 = v6 & (~hbh | hbh_ok)
-        ext = v6_l4 & np.isin(nh, _IPV6_EXT_HEADERS)
+        ext = v6_l4 & _IPV6_EXT_LUT[nh]
         flags |= ext * np.uint16(F_IPV6_EXT)
         has_l4 |= v6_l4 & ~ext
     out["ip_proto"] = nh
@@ -274,7 +275,10 @@ def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None,
 
 
 _SLACK = 40  # the largest fixed-size block read (the IPv6 header)
-_IPV6_EXT_HEADERS = np.array([0, 43, 44, 50, 51, 60, 135, 139, 140])
+_IPV6_EXT_LUT = np.zeros(256, dtype=bool)
+_IPV6_EXT_LUT[[0, 43, 44, 50, 51, 60, 135, 139, 140]] = True
+_VLAN_LUT = np.zeros(65536, dtype=bool)
+_VLAN_LUT[list(_VLAN_TPIDS)] = True
 
 
 _FLOW_FIELDS = ("l3", "ip_proto", "src_ip4", "dst_ip4", "src_ip6", "dst_ip6", "sport", "dport")
