@@ -47,7 +47,7 @@ def _start_tcpdump(iface, path, bpf):
         pytest.skip("tcpdump is not installed (apt-get install -y tcpdump)")
     proc = subprocess.Popen([tcpdump, "-i", iface, "-U", "--immediate-mode", "-n", "-w", str(path), bpf],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a loaded machine can be slow to open the capture
     seen = ""
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stderr], [], [], 0.2)
