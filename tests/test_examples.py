@@ -120,10 +120,11 @@ def capture(tmp_path_factory):
     procs = {}
     try:
         procs["lo"] = _start_tcpdump("lo", files["lo"], bpf)
+        skipped = {}
         try:
             procs["any"] = _start_tcpdump("any", files["any"], bpf)
-        except pytest.skip.Exception:
-            pass
+        except pytest.skip.Exception as why:
+            skipped["any"] = str(why)
         pinged = _make_traffic(tmp_path, [hport], usock)
     finally:
         for p in procs.values():
@@ -132,13 +133,14 @@ def capture(tmp_path_factory):
         srv.server_close()
         usock.close()
     return {"files": {k: v for k, v in files.items() if k in procs}, "pinged": pinged,
+            "skipped": skipped,
             "hport": hport, "uport": uport}
 
 
 @pytest.mark.parametrize("iface", ["lo", "any"])
 def test_pcap_stats_agrees_with_tcpdump(capture, iface):
     if iface not in capture["files"]:
-        pytest.skip(f"tcpdump could not capture on {iface}")
+        pytest.skip(capture["skipped"].get(iface, f"tcpdump could not capture on {iface}"))
     path = capture["files"][iface]
     stats = json.loads(run_example("pcap_stats.py", path, "--json").stdout)
     if iface == "lo":
