@@ -238,3 +238,44 @@ def test_udp_echo_both_servers_see_every_datagram():
         assert res[key]["client"]["lost"] == 0
         assert res[key]["packets_per_sec"] > 0
     assert res["drain_burst"]["packets"] == res["drain_recvfrom"]["packets"] > 0
+
+
+def _example_ring_factory():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_example_pipeline", EXAMPLES / "pipeline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.ring_factory()
+
+
+@pytest.mark.parametrize("where", ["sink", "source"])
+def test_pipeline_error_in_a_stage_leaks_nothing(tmp_path, where):
+    import turbomem as tm
+    from turbomem.pipeline import CountSink, PcapSource, Pipeline
+    from turbomem.pktgen import generate_packets
+
+    path = tmp_path / "p.pcap"
+    write_pcap(path, generate_packets(5000, seed=3))
+
+    class BoomSink(CountSink):
+        def __call__(self, pool, handles, lengths):
+            super().__call__(pool, handles, lengths)
+            if self.packets > 500:
+                raise RuntimeError("sink failed")
+
+    class BoomSource(PcapSource):
+        calls = 0
+
+        def read(self, n):
+            self.calls += 1
+            if self.calls == 20:
+                raise RuntimeError("source failed")
+            return super().read(n)
+
+    with tm.Pool(2048, 4096) as pool:
+        source = (BoomSource if where == "source" else PcapSource)(path, pool, 64)
+        sink = BoomSink() if where == "sink" else CountSink()
+        with pytest.raises(RuntimeError, match=f"{where} failed"):
+            Pipeline(pool, _example_ring_factory(), burst=64).run(source, sink)
+        assert pool.available == pool.capacity

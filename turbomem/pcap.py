@@ -207,23 +207,17 @@ class PcapReader:
         before each one).
         """
         pool = self.pool
-        obj_size, stride = pool.obj_size, pool.stride
+        obj_size = pool.obj_size
         pmv, buf, mv = self._pool_mv, self._buf, self._mv
         unpack_incl = self._incl.unpack_from
-        limit = self._limit
-        hlist = handles.tolist()
-        n = len(hlist)
+        limit = min(self._limit, obj_size)  # anything above goes the slow way
+        append = offsets.append
         count = 0
         pos, end = self._pos, self._end
         try:
-            while count < n:
+            for dst in (handles.astype(np.int64) * pool.stride).tolist():
                 if end - pos < 16:
-                    self._pos = pos
-                    if offsets:
-                        parts.append(self._headers_at(offsets))
-                        offsets.clear()
-                    self._fill(16)
-                    pos, end = self._pos, self._end
+                    pos, end = self._refill(pos, 16, offsets, parts)
                     left = end - pos
                     if left == 0:
                         break
@@ -232,36 +226,46 @@ class PcapReader:
                                         self._file_off + pos)
                 (incl,) = unpack_incl(buf, pos + 8)
                 body = pos + 16
-                if incl > limit or body + incl > end:
-                    if incl > limit:
-                        what = (f"the snaplen {self.snaplen}" if self.snaplen and incl > self.snaplen
-                                else "256 KiB")
-                        raise PcapError(f"record length {incl} exceeds {what}",
-                                        self._file_off + pos)
-                    self._pos = pos
-                    if offsets:
-                        parts.append(self._headers_at(offsets))
-                        offsets.clear()
-                    self._fill(16 + incl)
-                    pos, end = self._pos, self._end
+                nxt = body + incl
+                if incl > limit or nxt > end:
+                    k, pos, end = self._slow_record(pos, incl, offsets, parts)
                     body = pos + 16
-                    if body + incl > end:
-                        raise PcapError(f"truncated record body: {end - body} of "
-                                        f"{incl} bytes", self._file_off + pos)
-                k = incl
-                if incl > obj_size:
-                    if self.oversize == "error":
-                        raise PcapError(f"record of {incl} bytes does not fit an object of "
-                                        f"{obj_size} bytes", self._file_off + pos)
-                    k = obj_size
-                dst = hlist[count] * stride
-                pmv[dst:dst + k] = mv[body:body + k]
-                offsets.append(pos)
-                pos = body + incl
+                    nxt = body + incl
+                    pmv[dst:dst + k] = mv[body:body + k]
+                else:
+                    pmv[dst:dst + incl] = mv[body:nxt]
+                append(pos)
+                pos = nxt
                 count += 1
         finally:
             self._pos = pos
         return count
+
+    def _refill(self, pos, need, offsets, parts):
+        self._pos = pos
+        if offsets:
+            parts.append(self._headers_at(offsets))
+            offsets.clear()
+        self._fill(need)
+        return self._pos, self._end
+
+    def _slow_record(self, pos, incl, offsets, parts):
+        """A record that is oversized, bad, or not all in the buffer yet."""
+        if incl > self._limit:
+            what = (f"the snaplen {self.snaplen}" if self.snaplen and incl > self.snaplen
+                    else "256 KiB")
+            raise PcapError(f"record length {incl} exceeds {what}", self._file_off + pos)
+        obj_size = self.pool.obj_size
+        if incl > obj_size and self.oversize == "error":
+            raise PcapError(f"record of {incl} bytes does not fit an object of "
+                            f"{obj_size} bytes", self._file_off + pos)
+        end = self._end
+        if pos + 16 + incl > end:
+            pos, end = self._refill(pos, 16 + incl, offsets, parts)
+            if pos + 16 + incl > end:
+                raise PcapError(f"truncated record body: {end - pos - 16} of "
+                                f"{incl} bytes", self._file_off + pos)
+        return min(incl, obj_size), pos, end
 
     def __iter__(self):
         while True:

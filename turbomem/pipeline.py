@@ -231,17 +231,23 @@ class Pipeline:
         burst = self.burst
 
         def push(ring, handles, key):
-            """Enqueue; on a full ring wait (backpressure) or drop the rest."""
-            k = ring.enqueue_burst(handles)
-            while k < len(handles):
-                rest = handles[k:]
-                if not self.backpressure or stop.is_set():
-                    pool.put_bulk(rest)
-                    counters[key] += len(rest)
-                    return
-                time.sleep(50e-6)
-                k2 = ring.enqueue_burst(rest)
-                handles, k = rest, k2
+            """Enqueue; on a full ring wait (backpressure) or drop the rest.
+
+            Owns ``handles``: whatever does not make it into the ring goes
+            back to the pool, on every path."""
+            pending = handles
+            try:
+                while True:
+                    pending = pending[ring.enqueue_burst(pending):]
+                    if not len(pending):
+                        return
+                    if not self.backpressure or stop.is_set():
+                        counters[key] += len(pending)
+                        break
+                    time.sleep(50e-6)
+            finally:
+                if len(pending):
+                    pool.put_bulk(pending)
 
         def guarded(fn, done):
             def body():
@@ -290,31 +296,28 @@ class Pipeline:
                             return
                     else:
                         continue
-                try:
-                    work(h)
-                except BaseException:
-                    # work() hands its handles on or back before it returns;
-                    # on an error they are all still ours.
-                    pool.put_bulk(h)
-                    raise
+                work(h)  # owns h: hands every handle on or back, errors included
 
         def classify(h):
             if self.slow_stage:
                 time.sleep(self.slow_stage)
-            ln = self.cap_len[h]
-            info = _parse.parse(pool, h, ln, linktype=linktype, wire_lengths=self.wire_len[h])
-            keep = forward_mask(info, self.drop_ports)
+            try:
+                ln = self.cap_len[h]
+                info = _parse.parse(pool, h, ln, linktype=linktype,
+                                    wire_lengths=self.wire_len[h])
+                keep = forward_mask(info, self.drop_ports)
+                fwd, drop = h[keep], h[~keep]
+            except BaseException:
+                pool.put_bulk(h)
+                raise
             st_cls.tick(len(h), int(ln.sum()))
-            fwd, drop = h[keep], h[~keep]
             counters["filtered"] += len(drop)
-            if len(drop):
-                pool.put_bulk(drop)
-            if len(fwd):
-                try:
+            try:
+                if len(drop):
+                    pool.put_bulk(drop)
+            finally:
+                if len(fwd):
                     push(tx_ring, fwd, "dropped_tx_ring")
-                except BaseException:
-                    pool.put_bulk(fwd)
-                    raise
 
         def forward(h):
             ln = self.cap_len[h]
