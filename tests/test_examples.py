@@ -45,22 +45,32 @@ def _start_tcpdump(iface, path, bpf):
     tcpdump = shutil.which("tcpdump")
     if tcpdump is None:
         pytest.skip("tcpdump is not installed (apt-get install -y tcpdump)")
-    proc = subprocess.Popen([tcpdump, "-i", iface, "-U", "--immediate-mode", "-n", "-w", str(path), bpf],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30  # a loaded machine can be slow to open the capture
-    seen = ""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
-        if ready:
-            line = proc.stderr.readline()
-            seen += line
-            if "listening on" in line:
-                return proc
-        if proc.poll() is not None:
-            break
+    proc = subprocess.Popen([tcpdump, "-i", iface, "-U", "--immediate-mode", "-n", "-w",
+                             str(path), bpf],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0)
+    seen = _wait_for_line(proc, "listening on", 30)  # a loaded machine can be slow
+    if "listening on" in seen:
+        return proc
     proc.kill()
     proc.wait()
     pytest.skip(f"tcpdump could not capture on {iface}: {seen.strip() or 'no output'}")
+
+
+def _wait_for_line(proc, needle, timeout):
+    """Unbuffered read of proc.stderr until ``needle`` shows up (or timeout/exit)."""
+    fd = proc.stderr.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle.encode() not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    return seen.decode(errors="replace")
 
 
 def _stop_tcpdump(proc):
@@ -207,19 +217,18 @@ def test_pipeline_live_udp():
     n = 300
     proc = subprocess.Popen([sys.executable, str(EXAMPLES / "pipeline.py"), "--udp", "0",
                              "--count", str(n), "--idle", "5", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, env=ENV)
     try:
-        ready, _, _ = select.select([proc.stderr], [], [], 30)
-        assert ready, "pipeline did not start"
-        line = proc.stderr.readline()
+        line = _wait_for_line(proc, "\n", 60)
         assert "listening on" in line, line
-        port = int(line.rsplit(":", 1)[1])
+        port = int(line.split("listening on", 1)[1].strip().rsplit(":", 1)[1])
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
             for i in range(n):
                 c.sendto(ipv4(udp(1000 + i, 2000), 17), ("127.0.0.1", port))
                 if i % 50 == 49:
                     time.sleep(0.01)
         out, err = proc.communicate(timeout=60)
+        out, err = out.decode(), err.decode()
     finally:
         if proc.poll() is None:
             proc.kill()
