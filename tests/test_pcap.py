@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import struct
 
-import numpy as np
 import pytest
 
 import turbomem as tm

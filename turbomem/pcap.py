@@ -121,7 +121,8 @@ class PcapReader:
         else:
             raise PcapError(f"bad pcap magic 0x{magic_le:08x} (pcapng and other formats "
                             "are not supported)", 0)
-        magic, major, minor, _zone, _sigfigs, snaplen, network = struct.unpack(order + "IHHiIII", raw)
+        magic, major, minor, _zone, _sigfigs, snaplen, network = struct.unpack(
+            order + "IHHiIII", raw)
         if major != 2 or minor > 4:
             raise PcapError(f"unsupported pcap version {major}.{minor}", 4)
         self.byteorder = order

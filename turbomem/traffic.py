@@ -88,7 +88,9 @@ def _count(info, counts, flows, talkers):
     flows.update(k.tobytes() for k in keys)
     # top talkers by source address: aggregate the burst first, then the dict
     src_keys = np.zeros(len(ipinfo), dtype=[("l3", "u1"), ("a4", "u4"), ("a6", "u1", (16,))])
-    src_keys["l3"], src_keys["a4"], src_keys["a6"] = ipinfo["l3"], ipinfo["src_ip4"], ipinfo["src_ip6"]
+    src_keys["l3"] = ipinfo["l3"]
+    src_keys["a4"] = ipinfo["src_ip4"]
+    src_keys["a6"] = ipinfo["src_ip6"]
     uniq, first, inverse = np.unique(src_keys, return_index=True, return_inverse=True)
     pk = np.bincount(inverse.ravel(), minlength=len(uniq))
     by = np.bincount(inverse.ravel(), weights=ipinfo["wire_len"], minlength=len(uniq))

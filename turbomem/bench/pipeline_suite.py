@@ -89,8 +89,8 @@ def run(quick: bool = False) -> list[dict]:
     for kind, fn in (("udp_recv", lambda m: drain_benchmark(m, count=count, burst=256,
                                                             rounds=1 if quick else 3)),
                      ("udp_echo", lambda m: echo_benchmark(m, count=count, burst=256))):
-        base = _best(lambda: fn("recvfrom"), repeats)
-        burst = _best(lambda: fn("burst"), repeats)
+        base = _best(lambda fn=fn: fn("recvfrom"), repeats)
+        burst = _best(lambda fn=fn: fn("burst"), repeats)
         rows.append({"name": f"{kind}_recvfrom", "packets_per_sec": base["packets_per_sec"],
                      "ratio": 1.0, "packets": base["packets"]})
         rows.append({"name": f"{kind}_burst", "packets_per_sec": burst["packets_per_sec"],
