@@ -17,105 +17,24 @@ The machinery lives in turbomem.pipeline (shared with the benchmark).
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import socket
 import sys
 import tempfile
-import threading
-import time
 
-import numpy as np
 
 import turbomem as tm
 from turbomem import pktgen
 from turbomem.pipeline import (CountSink, PcapSink, PcapSource, Pipeline, UdpSink, UdpSource,
-                               resolve_ring_factory, run_naive)
+                               run_naive)
 
 
-# ---------------------------------------------------------------------------
-# TEMPORARY ADAPTER -- remove once turbomem.Ring lands on main.
-# Used ONLY when `tm.Ring` is missing.  Same API as tm.Ring (the subset the
-# pipeline uses, plus the obvious rest), built on deque + Condition; it is
-# neither lock-free nor fast and exists so the example runs before the merge.
-class _FallbackRing:
-    def __init__(self, capacity, *, single_producer=False, single_consumer=False):
-        self.capacity = int(capacity)
-        self._chunks = collections.deque()  # uint32 arrays, oldest first
-        self._len = 0
-        self._cv = threading.Condition()
-
-    def __len__(self):
-        return self._len
-
-    def enqueue(self, h):
-        return self.enqueue_burst(np.array([h], dtype=np.uint32)) == 1
-
-    def enqueue_bulk(self, arr):
-        with self._cv:
-            if self._len + len(arr) > self.capacity:
-                return False
-        return self.enqueue_burst(arr) == len(arr)
-
-    def enqueue_burst(self, arr):
-        with self._cv:
-            k = max(0, min(len(arr), self.capacity - self._len))
-            if k:
-                self._chunks.append(np.array(arr[:k], dtype=np.uint32))
-                self._len += k
-                self._cv.notify_all()
-            return k
-
-    def dequeue(self):
-        out = self.dequeue_burst(1)
-        return int(out[0]) if len(out) else -1
-
-    def dequeue_bulk(self, n):
-        with self._cv:
-            return self._take(n) if self._len >= n else None
-
-    def dequeue_burst(self, n):
-        with self._cv:
-            return self._take(min(n, self._len))
-
-    def dequeue_burst_wait(self, n, timeout=None):
-        with self._cv:
-            self._cv.wait_for(lambda: self._len > 0, timeout)
-            return self._take(min(n, self._len))
-
-    def dequeue_wait(self, timeout=None):
-        out = self.dequeue_burst_wait(1, timeout)
-        return int(out[0]) if len(out) else -1
-
-    def enqueue_wait(self, h, timeout=None):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.enqueue(h):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(50e-6)
-        return True
-
-    def _take(self, k):
-        parts, need = [], k
-        while need:
-            c = self._chunks.popleft()
-            if len(c) > need:
-                self._chunks.appendleft(c[need:])
-                c = c[:need]
-            parts.append(c)
-            need -= len(c)
-        self._len -= k
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
-# END OF TEMPORARY ADAPTER
-# ---------------------------------------------------------------------------
 
 
 def ring_factory():
-    """tm.Ring when it exists; the temporary adapter above otherwise."""
-    return resolve_ring_factory(fallback=_FallbackRing)
+    """The stages hand buffers over through lock-free tm.Ring instances."""
+    return tm.Ring
 
 
 def build_parser():

@@ -41,22 +41,9 @@ __all__ = [
     "forward_mask",
     "naive_classify",
     "run_naive",
-    "resolve_ring_factory",
 ]
 
 _BAD = _parse.F_MALFORMED | _parse.F_TRUNCATED
-
-
-def resolve_ring_factory(fallback=None):
-    """``turbomem.Ring`` when it exists, else ``fallback`` (or an error)."""
-    import turbomem
-
-    ring = getattr(turbomem, "Ring", None)
-    if ring is not None:
-        return ring
-    if fallback is not None:
-        return fallback
-    raise RuntimeError("turbomem.Ring is not available in this build; pass a ring_factory")
 
 
 def forward_mask(info: np.ndarray, drop_ports=()) -> np.ndarray:

@@ -15,7 +15,6 @@ run kept, because these are wall-clock rates on a shared machine.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 
@@ -23,20 +22,9 @@ __all__ = ["run"]
 
 
 def _ring_factory():
-    """tm.Ring; before it exists, the temporary adapter of examples/pipeline.py."""
     import turbomem as tm
 
-    ring = getattr(tm, "Ring", None)
-    if ring is not None:
-        return ring, "turbomem.Ring"
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.path.join(here, "examples", "pipeline.py")
-    if not os.path.exists(path):
-        return None, "unavailable"
-    spec = importlib.util.spec_from_file_location("_tm_example_pipeline", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod._FallbackRing, "examples/pipeline.py fallback ring (deque + Condition)"
+    return tm.Ring, "turbomem.Ring"
 
 
 def _best(fn, repeats):
