@@ -399,12 +399,17 @@ static void tm_pool_destroy(tm_pool_t *p) {
 
 /* Pop n from the stack; if short, take the contents of every other thread's
  * cache whose owner is not inside a call (cache.h), then try again.  `self`
- * (may be NULL) is the caller's own cache, which it must have flushed. */
+ * (may be NULL) is the caller's own cache (the caller is inside its call). */
 static int tm_pool_pop_or_steal_(tm_pool_t *p, tm_cache_t *self, uint32_t *out, uint32_t n,
                                  uint32_t *retries) {
     if (tm_stack_pop_bulk(&p->stack, out, n, retries))
         return 1;
     pthread_mutex_lock(&p->steal_lock);
+    /* Our own cache may still hold objects: the caller could not flush it if a
+     * stealer had claimed it at entry (and that stealer, seeing in_call == 1,
+     * left it alone).  Stealers only work under steal_lock, so it is ours now. */
+    if (self && __atomic_load_n(&self->len, __ATOMIC_RELAXED))
+        tm_cache_flush_all(self, &p->stack);
     int ok = tm_stack_pop_bulk(&p->stack, out, n, retries);
     if (!ok) {
         uint64_t claimed[TM_MAX_THREADS / 64] = {0};
