@@ -249,12 +249,19 @@ cdef class Pool:
         if self._closed:
             raise _closed_error(self)
         self._busy += 1
+        # A call without the GIL counts as an export of the region: close()
+        # from another thread defers the unmap (debug mode reads and writes
+        # object memory inside the call).
+        self._buffer.exports += 1
         return 0
 
     cdef void _leave_nogil(self):
         self._busy -= 1
         if self._closed and self._busy == 0:
             self._destroy_core()
+        self._buffer.exports -= 1
+        if self._buffer.exports == 0 and self._buffer.unmap_when_released:
+            self._region.close()
 
     cdef void _destroy_core(self):
         if self._c != NULL:
@@ -383,6 +390,13 @@ cdef class Pool:
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
         if <Py_ssize_t>cnp.PyArray_DIM(arr, 0) > 0xFFFFFFFF:
             raise InvalidHandleError("more handles than a pool can hold")
+        if count >= NOGIL_BULK_MIN or self.debug:
+            # The core reads the handles more than once (check, then return).
+            # Without the GIL another thread could rewrite the caller's array
+            # in between, and in debug mode the poison written into freed
+            # objects could overwrite a handle array that lives in the pool:
+            # either would return unchecked handles.  Work on a private copy.
+            arr = cnp.PyArray_NewCopy(arr, cnp.NPY_CORDER)
         cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(arr)
         cdef uint32_t bad = 0
         cdef int rc
