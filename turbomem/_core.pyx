@@ -517,6 +517,15 @@ def _positive_int(name, value):
 def _coerce_handles(handles, capacity):
     """Any handle collection as a C-contiguous 1-D uint32 array, range-checked."""
     arr = np.asarray(handles)
+    if arr.dtype.kind == "O" and arr.ndim == 1:
+        # Python ints beyond int64/uint64 (2**64, -2**63-1) make an object
+        # array: name the out-of-range handle, not the dtype.
+        for i, h in enumerate(arr.tolist()):
+            if type(h) is int and not 0 <= h < capacity:
+                err = InvalidHandleError(f"handle {h} is outside [0, {capacity}) "
+                                         f"(element {i}; nothing was returned)")
+                err.index = i
+                raise err
     if arr.dtype.kind not in "iu":
         if arr.size == 0 and arr.dtype.kind == "f" and not isinstance(handles, np.ndarray):
             arr = arr.astype(np.uint32)  # [] arrives as float64
