@@ -189,6 +189,8 @@ cdef class Pool:
             raise ValueError(f"align must be a power of two, got {align}")
         if cache_size is None:
             cache_size = min(256, capacity)
+        if isinstance(cache_size, bool):
+            raise TypeError("cache_size must be an int, got bool")
         cache_size = operator.index(cache_size)
         if not 0 <= cache_size <= TM_CACHE_MAX:
             raise ValueError(f"cache_size must be in [0, {TM_CACHE_MAX}], got {cache_size}")
