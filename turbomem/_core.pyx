@@ -434,8 +434,11 @@ cdef class Pool:
         strides (stride, 1), zero copy."""
         if self._closed:
             raise _closed_error(self)
-        return np.ndarray(shape=(self.capacity, self.obj_size), dtype=np.uint8,
-                          buffer=self._buffer, strides=(self.stride, 1))
+        # np.ndarray(buffer=obj) releases its buffer export at once and keeps
+        # only obj (even for a memoryview), so close() would unmap under a
+        # live array.  frombuffer keeps the memoryview, which holds the export.
+        flat = np.frombuffer(memoryview(self._buffer), dtype=np.uint8)
+        return flat.reshape(self.capacity, self.stride)[:, :self.obj_size]
 
     def buffer(self):
         """A writable memoryview of the whole pool (capacity * stride bytes)."""
