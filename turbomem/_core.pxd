@@ -57,6 +57,8 @@ cdef class _MemoryState:
     cdef Py_ssize_t anchors
     cdef bint pool_closed
 
+    cdef void drop_anchor(self)
+
 
 cdef class _RegionBuffer:
     cdef _MemoryState state

@@ -123,6 +123,12 @@ cdef class _MemoryState:
         self.anchors = 0
         self.pool_closed = False
 
+    cdef void drop_anchor(self):
+        """The last anchor of a closed pool unmaps the region."""
+        self.anchors -= 1
+        if self.anchors == 0 and self.pool_closed:
+            self.region.close()
+
 
 cdef class _RegionBuffer:
     """An anchor that exports the pool's memory through the buffer protocol.
@@ -141,9 +147,7 @@ cdef class _RegionBuffer:
 
     def __dealloc__(self):
         if self.state is not None:
-            self.state.anchors -= 1
-            if self.state.anchors == 0 and self.state.pool_closed:
-                self.state.region.close()
+            self.state.drop_anchor()
 
     def __getbuffer__(self, Py_buffer *buf, int flags):
         if self.state.region.closed:
@@ -198,6 +202,8 @@ cdef class Pool:
             raise ValueError(f"align must be a power of two, got {align}")
         if cache_size is None:
             cache_size = min(256, capacity)
+        if isinstance(cache_size, bool):
+            raise TypeError("cache_size must be an int, got bool")
         cache_size = operator.index(cache_size)
         if not 0 <= cache_size <= TM_CACHE_MAX:
             raise ValueError(f"cache_size must be in [0, {TM_CACHE_MAX}], got {cache_size}")
@@ -259,12 +265,17 @@ cdef class Pool:
         if self._closed:
             raise _closed_error(self)
         self._busy += 1
+        # A call without the GIL holds an anchor on the region: close() from
+        # another thread defers the unmap (debug mode reads and writes object
+        # memory inside the call).
+        self._memory.anchors += 1
         return 0
 
     cdef void _leave_nogil(self):
         self._busy -= 1
         if self._closed and self._busy == 0:
             self._destroy_core()
+        self._memory.drop_anchor()
 
     cdef void _destroy_core(self):
         if self._c != NULL:
@@ -393,6 +404,13 @@ cdef class Pool:
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
         if <Py_ssize_t>cnp.PyArray_DIM(arr, 0) > 0xFFFFFFFF:
             raise InvalidHandleError("more handles than a pool can hold")
+        if count >= NOGIL_BULK_MIN or self.debug:
+            # The core reads the handles more than once (check, then return).
+            # Without the GIL another thread could rewrite the caller's array
+            # in between, and in debug mode the poison written into freed
+            # objects could overwrite a handle array that lives in the pool:
+            # either would return unchecked handles.  Work on a private copy.
+            arr = cnp.PyArray_NewCopy(arr, cnp.NPY_CORDER)
         cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(arr)
         cdef uint32_t bad = 0
         cdef int rc
@@ -516,6 +534,15 @@ def _positive_int(name, value):
 def _coerce_handles(handles, capacity):
     """Any handle collection as a C-contiguous 1-D uint32 array, range-checked."""
     arr = np.asarray(handles)
+    if arr.dtype.kind == "O" and arr.ndim == 1:
+        # Python ints beyond int64/uint64 (2**64, -2**63-1) make an object
+        # array: name the out-of-range handle, not the dtype.
+        for i, h in enumerate(arr.tolist()):
+            if type(h) is int and not 0 <= h < capacity:
+                err = InvalidHandleError(f"handle {h} is outside [0, {capacity}) "
+                                         f"(element {i}; nothing was returned)")
+                err.index = i
+                raise err
     if arr.dtype.kind not in "iu":
         if arr.size == 0 and arr.dtype.kind == "f" and not isinstance(handles, np.ndarray):
             arr = arr.astype(np.uint32)  # [] arrives as float64
