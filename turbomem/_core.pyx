@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: embedsignature=True, always_allow_keywords=False
+# cython: embedsignature=True, always_allow_keywords=False, binding=False
 """The compiled core: Pool over include/turbomem/pool.h.
 
 Everything here is the thin layer between Python objects and the C core:
@@ -349,8 +349,13 @@ cdef class Pool:
         """Return one handle.  InvalidHandleError / DoubleFreeError on misuse."""
         if self._closed:
             raise _closed_error(self)
-        cdef long long v = _to_handle(h)
-        if v < 0 or v >= self.capacity:
+        cdef int overflow = 0
+        cdef long long v
+        if type(h) is int:  # the common case, without a function call
+            v = PyLong_AsLongLongAndOverflow(h, &overflow)
+        else:
+            v = _to_handle(h)
+        if overflow or v < 0 or v >= self.capacity:
             raise InvalidHandleError(f"handle {h!r} is outside [0, {self.capacity})")
         cdef int rc = tm_pool_put(self._c, <uint32_t>v)
         if rc != TM_OK:
@@ -360,15 +365,19 @@ cdef class Pool:
         """n distinct handles as a numpy uint32 array, all or nothing."""
         if self._closed:
             raise _closed_error(self)
-        n = operator.index(n)
-        if n < 0:
+        cdef Py_ssize_t want
+        if type(n) is int:
+            want = n
+        else:
+            want = operator.index(n)
+        if want < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        if n > self.capacity:
+        if want > self.capacity:
             raise PoolEmptyError(f"{self!r}: {n} objects asked, capacity is {self.capacity}")
-        cdef cnp.npy_intp dim = n
+        cdef cnp.npy_intp dim = want
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_UINT32, 0)
         cdef uint32_t *data = <uint32_t *>cnp.PyArray_DATA(out)
-        cdef uint32_t count = <uint32_t>n
+        cdef uint32_t count = <uint32_t>want
         cdef uint32_t bad = 0
         cdef int rc
         if count >= NOGIL_BULK_MIN:

@@ -466,9 +466,14 @@ static inline int tm_pool_check_put_(tm_pool_t *p, uint32_t h) {
 /* Mark handed-out objects in use; in POISON mode report the first one that
  * was written while free (all are handed out regardless). */
 static inline int tm_pool_handout_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
+    if (TM_LIKELY(!(p->flags & TM_POOL_POISON))) {
+        for (uint32_t i = 0; i < n; i++)
+            tm_pool_mark_(p, hs[i], TM_IN_USE);
+        return TM_OK;
+    }
     int rc = TM_OK;
     for (uint32_t i = 0; i < n; i++) {
-        if (TM_UNLIKELY(p->flags & TM_POOL_POISON) && rc == TM_OK && !tm_pool_poison_ok_(p, hs[i])) {
+        if (rc == TM_OK && !tm_pool_poison_ok_(p, hs[i])) {
             rc = TM_EPOISON;
             if (bad)
                 *bad = i;
@@ -476,14 +481,6 @@ static inline int tm_pool_handout_(tm_pool_t *p, const uint32_t *hs, uint32_t n,
         tm_pool_mark_(p, hs[i], TM_IN_USE);
     }
     return rc;
-}
-
-static inline void tm_pool_takeback_(tm_pool_t *p, const uint32_t *hs, uint32_t n) {
-    for (uint32_t i = 0; i < n; i++) {
-        if (TM_UNLIKELY(p->flags & TM_POOL_POISON))
-            memset(tm_pool_obj_(p, hs[i]), TM_POISON_BYTE, p->obj_size);
-        tm_pool_mark_(p, hs[i], TM_FREE);
-    }
 }
 
 /* ---- get / put ------------------------------------------------------------- */
@@ -552,29 +549,25 @@ static inline int tm_pool_get(tm_pool_t *p, uint32_t *out) {
  * TM_ERANGE / TM_EDOUBLEFREE nothing is returned and *bad (if not NULL) is the
  * index of the offending entry (a handle repeated within hs is a double free). */
 static int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
+    /* One pass: range, state, mark free.  A handle repeated within hs meets
+     * the free mark of its first occurrence.  On error the marks made so far
+     * are rolled back: nothing is returned. */
     for (uint32_t i = 0; i < n; i++) {
         int rc = tm_pool_check_put_(p, hs[i]);
         if (TM_UNLIKELY(rc != TM_OK)) {
+            for (uint32_t j = 0; j < i; j++)
+                tm_pool_mark_(p, hs[j], TM_IN_USE);
             if (bad)
                 *bad = i;
             return rc;
-        }
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        /* Second pass: catches a handle repeated within hs. */
-        if (TM_UNLIKELY(__atomic_load_n(&p->state[hs[i]], __ATOMIC_RELAXED) != TM_IN_USE)) {
-            for (uint32_t j = 0; j < i; j++)
-                tm_pool_mark_(p, hs[j], TM_IN_USE); /* roll back: nothing returned */
-            if (bad)
-                *bad = i;
-            return TM_EDOUBLEFREE;
         }
         tm_pool_mark_(p, hs[i], TM_FREE);
     }
     if (n == 0)
         return TM_OK;
     if (TM_UNLIKELY(p->flags & TM_POOL_POISON))
-        tm_pool_takeback_(p, hs, n);
+        for (uint32_t i = 0; i < n; i++)
+            memset(tm_pool_obj_(p, hs[i]), TM_POISON_BYTE, p->obj_size);
 
     tm_cache_t *c = tm_pool_cache_(p);
     if (TM_UNLIKELY(c == NULL)) {
