@@ -206,7 +206,7 @@ static unsigned iters_per_check(unsigned keep) {
     return it ? it : 1;
 }
 
-static uint64_t tm_loop(struct job *j, uint32_t *tab, double secs, double *elapsed) {
+__attribute__((noinline)) static uint64_t tm_loop(struct job *j, uint32_t *tab, double secs, double *elapsed) {
     tm_pool_t *p = j->tp;
     const unsigned keep = j->keep, bulk = j->bulk, inner = iters_per_check(keep);
     uint64_t objs = 0;
@@ -241,7 +241,7 @@ fail:
 }
 
 #ifdef TM_WITH_DPDK
-static uint64_t dpdk_loop(struct job *j, void **tab, double secs, double *elapsed) {
+__attribute__((noinline)) static uint64_t dpdk_loop(struct job *j, void **tab, double secs, double *elapsed) {
     struct rte_mempool *mp = j->mp;
     const unsigned keep = j->keep, bulk = j->bulk, inner = iters_per_check(keep);
     struct rte_mempool_cache *cache = rte_mempool_default_cache(mp, rte_lcore_id());
