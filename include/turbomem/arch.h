@@ -1,16 +1,29 @@
-/* turbomem/arch.h - the few compiler and CPU helpers the core needs.
+/*
+ * turbomem/arch.h - small, generic architecture helpers shared by the
+ * header-only TurboMem core.  Only compiler builtins; no includes.
  *
- * Plain C11 + GCC/Clang builtins; no Python, no libatomic.
+ *   TM_CACHE_LINE      assumed cache-line size in bytes (64 on every target
+ *                      we build for; used for alignment/padding only)
+ *   TM_ALIGNED(n)      align a type/variable/member to n bytes
+ *   TM_LIKELY(x)       branch-prediction hints; evaluate to the truth value
+ *   TM_UNLIKELY(x)     of x (0 or 1)
+ *   TM_CPU_RELAX()     spin-wait hint for busy loops: PAUSE on x86, YIELD on
+ *                      aarch64, otherwise just a compiler barrier.  It is a
+ *                      hint, not a memory barrier: loops using it must still
+ *                      (re)load the watched variable atomically.
  */
 #ifndef TURBOMEM_ARCH_H
 #define TURBOMEM_ARCH_H
 
+#ifndef TM_CACHE_LINE
 #define TM_CACHE_LINE 64
+#endif
+
 #define TM_ALIGNED(n) __attribute__((aligned(n)))
-#define TM_LIKELY(x) __builtin_expect(!!(x), 1)
+
+#define TM_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define TM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-/* A spin-wait hint: lets the sibling hyper-thread run and saves power. */
 #if defined(__x86_64__) || defined(__i386__)
 #define TM_CPU_RELAX() __builtin_ia32_pause()
 #elif defined(__aarch64__)

@@ -20,10 +20,11 @@
  *   slot for reuse.  A thread beyond TM_MAX_THREADS works without a cache.
  *
  * FORK
- *   pthread_atfork handlers hold the registry lock across fork(); in the child
- *   the caches of every thread other than the forking one go back to the
- *   stacks.  Objects that another thread was moving at the instant of fork
- *   stay counted as in use in the child.
+ *   pthread_atfork handlers hold the registry lock (and every steal_lock)
+ *   across fork(); in the child each pool's free stack is rebuilt from the
+ *   per-object state bytes (tm_fork_rebuild_): objects cached by any thread,
+ *   or being moved by a thread that was inside a call at the instant of fork,
+ *   are reclaimed exactly once, and the counters are made to agree.
  *
  * ONE TRANSLATION UNIT
  *   The registry and the TLS slot are `static`: every pool must be used through
@@ -208,18 +209,48 @@ static void tm_fork_parent_(void) {
     pthread_mutex_unlock(&tm_registry_lock);
 }
 
-/* The child has one thread: every other slot's cache is orphaned. */
+/* The child has one thread: every other slot's cache is orphaned, and a
+ * thread that was inside a pool call at the instant of fork may have left its
+ * cache, the stack or its counters half-updated (for example objects already
+ * pushed by a flush whose cache length was not yet lowered: flushing that
+ * cache again would put them on the stack twice).  So the child does not
+ * trust the caches: it rebuilds the free stack from the state bytes, which
+ * every path sets before an object becomes reachable (put) or after it left
+ * the stack (get).  Every object marked free is on the stack exactly once,
+ * every cache is empty, and the counters are corrected so that in_use equals
+ * the number of objects marked in use.  O(capacity), in the child only. */
+static void tm_fork_rebuild_(tm_pool_t *p) {
+    uint32_t top = TM_NIL;
+    uint64_t in_use = 0, gets = p->uncached_gets, puts = p->uncached_puts;
+    for (uint32_t s = 0; s < p->slots_hw; s++) {
+        tm_cache_t *c = p->caches[s];
+        if (!c)
+            continue;
+        c->in_call = 0;
+        c->steal = 0;
+        c->len = 0;
+        gets += c->gets;
+        puts += c->puts;
+    }
+    for (uint32_t h = p->capacity; h-- > 0;) {
+        if (p->state[h] == TM_IN_USE) {
+            in_use++;
+            continue;
+        }
+        p->links[h] = top;
+        top = h;
+        if (p->flags & TM_POOL_POISON) /* a put may have been cut before poisoning */
+            memset(p->base + (size_t)h * p->stride, TM_POISON_BYTE, p->obj_size);
+    }
+    p->stack.head = tm_stack_pack_((p->stack.head >> 32) + 1, top);
+    /* in_use is gets - puts (mod 2^64): fold the difference into uncached_puts. */
+    p->uncached_puts += (gets - puts) - in_use;
+}
+
 static void tm_fork_child_(void) {
     uint32_t mine = tm_thread_slot1_;
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next) {
-        for (uint32_t s = 0; s < p->slots_hw; s++) {
-            tm_cache_t *c = p->caches[s];
-            if (!c || s + 1 == mine)
-                continue;
-            c->in_call = 0;
-            c->steal = 0;
-            tm_cache_flush_all(c, &p->stack);
-        }
+        tm_fork_rebuild_(p);
         pthread_mutex_init(&p->steal_lock, NULL);
     }
     memset(tm_slot_bits, 0, sizeof tm_slot_bits);
@@ -368,12 +399,17 @@ static void tm_pool_destroy(tm_pool_t *p) {
 
 /* Pop n from the stack; if short, take the contents of every other thread's
  * cache whose owner is not inside a call (cache.h), then try again.  `self`
- * (may be NULL) is the caller's own cache, which it must have flushed. */
+ * (may be NULL) is the caller's own cache (the caller is inside its call). */
 static int tm_pool_pop_or_steal_(tm_pool_t *p, tm_cache_t *self, uint32_t *out, uint32_t n,
                                  uint32_t *retries) {
     if (tm_stack_pop_bulk(&p->stack, out, n, retries))
         return 1;
     pthread_mutex_lock(&p->steal_lock);
+    /* Our own cache may still hold objects: the caller could not flush it if a
+     * stealer had claimed it at entry (and that stealer, seeing in_call == 1,
+     * left it alone).  Stealers only work under steal_lock, so it is ours now. */
+    if (self && __atomic_load_n(&self->len, __ATOMIC_RELAXED))
+        tm_cache_flush_all(self, &p->stack);
     int ok = tm_stack_pop_bulk(&p->stack, out, n, retries);
     if (!ok) {
         uint64_t claimed[TM_MAX_THREADS / 64] = {0};
@@ -430,9 +466,14 @@ static inline int tm_pool_check_put_(tm_pool_t *p, uint32_t h) {
 /* Mark handed-out objects in use; in POISON mode report the first one that
  * was written while free (all are handed out regardless). */
 static inline int tm_pool_handout_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
+    if (TM_LIKELY(!(p->flags & TM_POOL_POISON))) {
+        for (uint32_t i = 0; i < n; i++)
+            tm_pool_mark_(p, hs[i], TM_IN_USE);
+        return TM_OK;
+    }
     int rc = TM_OK;
     for (uint32_t i = 0; i < n; i++) {
-        if (TM_UNLIKELY(p->flags & TM_POOL_POISON) && rc == TM_OK && !tm_pool_poison_ok_(p, hs[i])) {
+        if (rc == TM_OK && !tm_pool_poison_ok_(p, hs[i])) {
             rc = TM_EPOISON;
             if (bad)
                 *bad = i;
@@ -440,14 +481,6 @@ static inline int tm_pool_handout_(tm_pool_t *p, const uint32_t *hs, uint32_t n,
         tm_pool_mark_(p, hs[i], TM_IN_USE);
     }
     return rc;
-}
-
-static inline void tm_pool_takeback_(tm_pool_t *p, const uint32_t *hs, uint32_t n) {
-    for (uint32_t i = 0; i < n; i++) {
-        if (TM_UNLIKELY(p->flags & TM_POOL_POISON))
-            memset(tm_pool_obj_(p, hs[i]), TM_POISON_BYTE, p->obj_size);
-        tm_pool_mark_(p, hs[i], TM_FREE);
-    }
 }
 
 /* ---- get / put ------------------------------------------------------------- */
@@ -516,29 +549,25 @@ static inline int tm_pool_get(tm_pool_t *p, uint32_t *out) {
  * TM_ERANGE / TM_EDOUBLEFREE nothing is returned and *bad (if not NULL) is the
  * index of the offending entry (a handle repeated within hs is a double free). */
 static int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
+    /* One pass: range, state, mark free.  A handle repeated within hs meets
+     * the free mark of its first occurrence.  On error the marks made so far
+     * are rolled back: nothing is returned. */
     for (uint32_t i = 0; i < n; i++) {
         int rc = tm_pool_check_put_(p, hs[i]);
         if (TM_UNLIKELY(rc != TM_OK)) {
+            for (uint32_t j = 0; j < i; j++)
+                tm_pool_mark_(p, hs[j], TM_IN_USE);
             if (bad)
                 *bad = i;
             return rc;
-        }
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        /* Second pass: catches a handle repeated within hs. */
-        if (TM_UNLIKELY(__atomic_load_n(&p->state[hs[i]], __ATOMIC_RELAXED) != TM_IN_USE)) {
-            for (uint32_t j = 0; j < i; j++)
-                tm_pool_mark_(p, hs[j], TM_IN_USE); /* roll back: nothing returned */
-            if (bad)
-                *bad = i;
-            return TM_EDOUBLEFREE;
         }
         tm_pool_mark_(p, hs[i], TM_FREE);
     }
     if (n == 0)
         return TM_OK;
     if (TM_UNLIKELY(p->flags & TM_POOL_POISON))
-        tm_pool_takeback_(p, hs, n);
+        for (uint32_t i = 0; i < n; i++)
+            memset(tm_pool_obj_(p, hs[i]), TM_POISON_BYTE, p->obj_size);
 
     tm_cache_t *c = tm_pool_cache_(p);
     if (TM_UNLIKELY(c == NULL)) {

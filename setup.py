@@ -1,0 +1,47 @@
+"""Build the one compiled module, turbomem._core, over the header-only C core.
+
+The headers live at the top level (include/turbomem/) as the source of truth;
+they are also shipped inside the package (turbomem/include/) so that an
+installed TurboMem can build its C benchmark harness and `turbomem.get_include()`
+works for C users.
+"""
+
+import os
+import shutil
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HEADERS = os.path.join(HERE, "include", "turbomem")
+
+
+class build_py_with_headers(build_py):
+    """Copy include/turbomem/*.h into the built package."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "turbomem", "include", "turbomem")
+        os.makedirs(target, exist_ok=True)
+        for name in sorted(os.listdir(HEADERS)):
+            if name.endswith(".h"):
+                shutil.copy2(os.path.join(HEADERS, name), target)
+
+
+extensions = [
+    Extension(
+        "turbomem._core",
+        ["turbomem/_core.pyx"],
+        include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
+        libraries=["pthread"],
+    )
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}),
+    cmdclass={"build_py": build_py_with_headers},
+)

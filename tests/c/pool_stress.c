@@ -1,0 +1,285 @@
+/* pool_stress.c - threads hammer one pool through pool.h; every handle is
+ * counted exactly once at the end.
+ *
+ * Phases:
+ *   1. mixed:   T threads, random get/put/get_bulk/put_bulk (with caches),
+ *               every held object carries a (thread, handle) token in its
+ *               memory that is checked before it goes back: two holders of
+ *               one handle at once are caught.
+ *   2. exits:   many short-lived threads that leave with full caches.
+ *   3. stealer: thread A parks objects in its cache and blocks on a condition
+ *               variable; thread B must get every remaining object (single
+ *               gets and one get_bulk), then A is released.
+ *   4. claimed: white-box: our own cache is claimed by a (simulated) stealer
+ *               at entry; get_bulk must still count our cached objects.
+ * At the end of each phase the pool is drained: each handle exactly once.
+ * Prints "pool_stress: ... OK" on success, exits 1 on the first failure.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "turbomem/pool.h"
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "pool_stress: FAIL %s:%d: ", __FILE__, __LINE__);  \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fputc('\n', stderr);                                               \
+            exit(1);                                                           \
+        }                                                                      \
+    } while (0)
+
+#define OBJ 16
+static unsigned char *mem;
+static tm_pool_t *pool;
+static uint32_t cap;
+
+static uint64_t rnd(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+    *s = x;
+    return x * 2685821657736338717ULL;
+}
+
+static void stamp(uint32_t h, uint64_t tok) { memcpy(mem + (size_t)h * OBJ, &tok, 8); }
+static int stamped(uint32_t h, uint64_t tok) {
+    uint64_t v;
+    memcpy(&v, mem + (size_t)h * OBJ, 8);
+    return v == tok;
+}
+
+/* Drain everything free and check each handle shows up exactly once. */
+static void drain_and_count(const char *phase, uint32_t expect_free) {
+    uint8_t *seen = calloc(cap, 1);
+    uint32_t n = 0, h;
+    while (tm_pool_get(pool, &h) == TM_OK) {
+        CHECK(h < cap, "%s: handle %u out of range", phase, h);
+        CHECK(!seen[h], "%s: handle %u handed out twice", phase, h);
+        seen[h] = 1;
+        n++;
+        CHECK(n <= cap, "%s: more handles than capacity", phase);
+    }
+    CHECK(n == expect_free, "%s: drained %u, expected %u", phase, n, expect_free);
+    tm_pool_stats_t st;
+    tm_pool_stats(pool, &st);
+    CHECK(st.available == 0 && st.in_use == cap, "%s: stats disagree after drain", phase);
+    for (uint32_t i = 0; i < cap; i++)
+        if (seen[i])
+            CHECK(tm_pool_put(pool, i) == TM_OK, "%s: put back %u", phase, i);
+    tm_pool_stats(pool, &st);
+    CHECK(st.available == expect_free, "%s: available %llu after refill", phase,
+          (unsigned long long)st.available);
+    free(seen);
+}
+
+/* ---- phase 1 ---------------------------------------------------------------- */
+struct mixed_arg { uint64_t seed, ops, errors; };
+
+static void *mixed(void *argp) {
+    struct mixed_arg *a = argp;
+    uint32_t held[256], n = 0, k, i, h, bad;
+    uint64_t s = a->seed, tag = a->seed << 32;
+    for (uint64_t op = 0; op < a->ops; op++) {
+        uint64_t r = rnd(&s);
+        switch (r % 8) {
+        case 0: case 1: case 2:
+            if (n < 256 && tm_pool_get(pool, &h) == TM_OK) { stamp(h, tag | h); held[n++] = h; }
+            break;
+        case 3: case 4:
+            if (n) {
+                i = (uint32_t)((r >> 8) % n); h = held[i];
+                if (!stamped(h, tag | h)) a->errors++;
+                if (tm_pool_put(pool, h) != TM_OK) a->errors++;
+                held[i] = held[--n];
+            }
+            break;
+        case 5:
+            k = 1 + (uint32_t)((r >> 8) % 32);
+            if (n + k <= 256 && tm_pool_get_bulk(pool, held + n, k) == TM_OK) {
+                for (i = n; i < n + k; i++) stamp(held[i], tag | held[i]);
+                n += k;
+            }
+            break;
+        case 6:
+            if (n) {
+                k = 1 + (uint32_t)((r >> 8) % n);
+                for (i = n - k; i < n; i++) if (!stamped(held[i], tag | held[i])) a->errors++;
+                if (tm_pool_put_bulk(pool, held + n - k, k, NULL) != TM_OK) a->errors++;
+                n -= k;
+            }
+            break;
+        default: /* failing calls change nothing */
+            if (tm_pool_put(pool, cap + 3) != TM_ERANGE) a->errors++;
+            if (n && n < 256) {
+                held[n] = cap;
+                if (tm_pool_put_bulk(pool, held, n + 1, &bad) != TM_ERANGE || bad != n) a->errors++;
+            }
+            break;
+        }
+    }
+    for (i = 0; i < n; i++) if (!stamped(held[i], tag | held[i])) a->errors++;
+    if (n && tm_pool_put_bulk(pool, held, n, NULL) != TM_OK) a->errors++;
+    return NULL; /* exits with whatever is in its cache */
+}
+
+static void run_mixed(int threads, uint64_t ops) {
+    pthread_t t[64];
+    struct mixed_arg a[64];
+    for (int i = 0; i < threads; i++) {
+        a[i] = (struct mixed_arg){.seed = (uint64_t)i + 1 + threads * 100, .ops = ops};
+        pthread_create(&t[i], NULL, mixed, &a[i]);
+    }
+    uint64_t errors = 0;
+    for (int i = 0; i < threads; i++) { pthread_join(t[i], NULL); errors += a[i].errors; }
+    CHECK(errors == 0, "mixed(%d threads): %llu errors", threads, (unsigned long long)errors);
+    drain_and_count("mixed", cap);
+}
+
+/* ---- phase 2 ---------------------------------------------------------------- */
+static void *fill_and_exit(void *unused) {
+    (void)unused;
+    uint32_t hs[64];
+    if (tm_pool_get_bulk(pool, hs, 64) == TM_OK)
+        tm_pool_put_bulk(pool, hs, 64, NULL);
+    for (int i = 0; i < 32; i++) {
+        uint32_t h;
+        if (tm_pool_get(pool, &h) == TM_OK) tm_pool_put(pool, h);
+    }
+    return NULL;
+}
+
+/* ---- phase 3 ---------------------------------------------------------------- */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int parked, released;
+
+static void *parker(void *argp) {
+    uint32_t k = (uint32_t)(uintptr_t)argp, hs[512];
+    for (uint32_t i = 0; i < k; i++) CHECK(tm_pool_get(pool, &hs[i]) == TM_OK, "parker get");
+    for (uint32_t i = 0; i < k; i++) CHECK(tm_pool_put(pool, hs[i]) == TM_OK, "parker put");
+    pthread_mutex_lock(&mu);
+    parked++;
+    pthread_cond_broadcast(&cv);
+    while (!released) pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    return NULL;
+}
+
+static void run_stealer(uint32_t nparkers, int bulk) {
+    pthread_t t[16];
+    parked = released = 0;
+    for (uint32_t i = 0; i < nparkers; i++)
+        pthread_create(&t[i], NULL, parker, (void *)(uintptr_t)pool->cache_size);
+    pthread_mutex_lock(&mu);
+    while (parked < (int)nparkers) pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    tm_pool_stats_t st;
+    tm_pool_stats(pool, &st);
+    CHECK(st.cached > 0 && st.available == cap, "stealer: nothing parked");
+    uint32_t *all = malloc(cap * sizeof(uint32_t));
+    if (bulk) {
+        CHECK(tm_pool_get_bulk(pool, all, cap) == TM_OK, "stealer: get_bulk(all) failed");
+    } else {
+        for (uint32_t i = 0; i < cap; i++)
+            CHECK(tm_pool_get(pool, &all[i]) == TM_OK, "stealer: get %u of %u failed", i, cap);
+    }
+    uint32_t h;
+    CHECK(tm_pool_get(pool, &h) == TM_EEMPTY, "stealer: one too many");
+    CHECK(tm_pool_put_bulk(pool, all, cap, NULL) == TM_OK, "stealer: put back (duplicate?)");
+    free(all);
+    pthread_mutex_lock(&mu);
+    released = 1;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    for (uint32_t i = 0; i < nparkers; i++) pthread_join(t[i], NULL);
+    drain_and_count("stealer", cap);
+}
+
+/* ---- phase 4 ---------------------------------------------------------------- */
+static void run_claimed_at_entry(void) {
+    uint32_t hs[16], h, others, k;
+    /* Park 8 objects in our own cache, hold everything else. */
+    for (int i = 0; i < 8; i++) CHECK(tm_pool_get(pool, &hs[i]) == TM_OK, "claimed: get");
+    for (int i = 0; i < 8; i++) CHECK(tm_pool_put(pool, hs[i]) == TM_OK, "claimed: put");
+    tm_pool_stats_t st;
+    tm_pool_stats(pool, &st);
+    others = (uint32_t)st.available - (uint32_t)st.cached;
+    uint32_t *rest = malloc((others + 1) * sizeof(uint32_t));
+    /* take the stack's objects with a stack-only pop, leaving our cache alone */
+    uint32_t retries = 0;
+    if (others)
+        CHECK(tm_stack_pop_bulk(&pool->stack, rest, others, &retries), "claimed: pop rest");
+    for (uint32_t i = 0; i < others; i++) tm_pool_mark_(pool, rest[i], TM_IN_USE);
+    tm_cache_t *c = tm_pool_cache_(pool);
+    CHECK(c && c->len >= 8 && c->len <= 16, "claimed: cache holds %u", c ? c->len : 0);
+    k = c->len;
+    /* A stealer has raised its flag on our cache at the instant we enter. */
+    __atomic_store_n(&c->steal, 1, __ATOMIC_SEQ_CST);
+    CHECK(tm_pool_get_bulk(pool, hs, k) == TM_OK,
+          "claimed: get_bulk(%u) failed while our own cache holds them (commit 7ef0755)", k);
+    CHECK(tm_pool_get(pool, &h) == TM_EEMPTY, "claimed: one too many");
+    __atomic_store_n(&c->steal, 0, __ATOMIC_SEQ_CST);
+    CHECK(tm_pool_put_bulk(pool, hs, k, NULL) == TM_OK, "claimed: put back");
+    /* flag the stack-popped ones back as ours for the counters: they were never 'got' */
+    for (uint32_t i = 0; i < others; i++) tm_pool_mark_(pool, rest[i], TM_FREE);
+    if (others) tm_stack_push_bulk(&pool->stack, rest, others);
+    free(rest);
+}
+
+static void setup(uint32_t capacity, uint32_t cache_size) {
+    cap = capacity;
+    mem = calloc(capacity, OBJ);
+    CHECK(tm_pool_create(&pool, capacity, cache_size, mem, OBJ, OBJ, 0) == TM_OK, "create");
+}
+
+static void teardown(void) {
+    tm_pool_destroy(pool);
+    free(mem);
+}
+
+int main(int argc, char **argv) {
+    uint64_t ops = argc > 1 ? strtoull(argv[1], NULL, 10) : 200000;
+    uint64_t total = 0;
+    static const struct { uint32_t cap, cache; int threads; } cases[] = {
+        {4096, 256, 2}, {512, 32, 4}, {100, 8, 8}, {20000, 512, 16}, {64, 0, 16}, {64, 1, 6},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        setup(cases[i].cap, cases[i].cache);
+        run_mixed(cases[i].threads, ops);
+        total += ops * (uint64_t)cases[i].threads;
+        teardown();
+    }
+
+    setup(5000, 64);
+    for (int round = 0; round < 20; round++) {
+        pthread_t t[50];
+        for (int i = 0; i < 50; i++) pthread_create(&t[i], NULL, fill_and_exit, NULL);
+        for (int i = 0; i < 50; i++) pthread_join(t[i], NULL);
+    }
+    drain_and_count("exits", cap);
+    teardown();
+
+    static const uint32_t steal_cache[] = {1, 8, 256, 512};
+    for (size_t i = 0; i < 4; i++) {
+        for (int bulk = 0; bulk < 2; bulk++) {
+            setup(2048, steal_cache[i]);
+            run_stealer(3, bulk);
+            teardown();
+        }
+    }
+
+    setup(64, 16);
+    run_claimed_at_entry();
+    drain_and_count("claimed", cap);
+    teardown();
+
+    printf("pool_stress: %llu mixed ops, 1000 exiting threads, 8 steal scenarios, "
+           "claimed-at-entry; hit path %s: OK\n", (unsigned long long)total,
+           tm_pool_asymmetric() ? "asymmetric (membarrier)" : "symmetric (seq_cst)");
+    return 0;
+}

@@ -1,0 +1,96 @@
+# The cimport API of turbomem._core.
+#
+# Cython code reaches C speed like this:
+#
+#     from turbomem._core cimport Pool, tm_pool_t, pool_ptr, pool_get, pool_put
+#     cdef tm_pool_t *p = pool_ptr(pool)       # raises PoolClosedError if closed
+#     cdef uint32_t h
+#     with nogil:
+#         if pool_get(p, &h) == 0:
+#             ...
+#             pool_put(p, h)
+#
+# The functions below are compiled into turbomem._core and reached through its
+# exported function table: never include turbomem/pool.h in another module,
+# because the pool's thread registry must live in exactly one place.
+# Return codes: 0 ok, TM_EEMPTY -1, TM_ERANGE -2, TM_EDOUBLEFREE -3 (see errors).
+# The caller keeps the Pool object alive and does not close it while inside.
+
+from libc.stdint cimport uint32_t, uint64_t
+
+cdef extern from *:
+    """
+    typedef struct tm_pool tm_pool_t;
+    """
+    ctypedef struct tm_pool_t
+
+
+cdef extern from *:
+    """
+    typedef struct tm_ring tm_ring_t;
+    """
+    ctypedef struct tm_ring_t
+
+
+cdef class Pool:
+    cdef tm_pool_t *_c
+    cdef readonly uint32_t capacity
+    cdef readonly Py_ssize_t obj_size
+    cdef readonly Py_ssize_t stride
+    cdef readonly Py_ssize_t cache_size
+    cdef readonly bint debug
+    cdef char *_base
+    cdef object _region
+    cdef _MemoryState _memory
+    cdef _RegionBuffer _buffer
+    cdef object _whole_view
+    cdef int _busy
+    cdef bint _closed
+
+    cdef int _enter_nogil(self) except -1
+    cdef void _leave_nogil(self)
+    cdef void _destroy_core(self)
+
+
+cdef class _MemoryState:
+    cdef object region
+    cdef Py_ssize_t anchors
+    cdef bint pool_closed
+
+    cdef void drop_anchor(self)
+
+
+cdef class _RegionBuffer:
+    cdef _MemoryState state
+    cdef char *addr
+    cdef Py_ssize_t nbytes
+
+
+# nogil entry points (return 0 or a negative TM_E* code).
+cdef tm_pool_t *pool_ptr(Pool pool) except NULL
+cdef int pool_get(tm_pool_t *p, uint32_t *handle) noexcept nogil
+cdef int pool_put(tm_pool_t *p, uint32_t handle) noexcept nogil
+cdef int pool_get_bulk(tm_pool_t *p, uint32_t *handles, uint32_t n) noexcept nogil
+cdef int pool_put_bulk(tm_pool_t *p, const uint32_t *handles, uint32_t n) noexcept nogil
+cdef char *pool_object(Pool pool, uint32_t handle) noexcept nogil
+
+
+cdef class Ring:
+    cdef tm_ring_t *_r
+    cdef readonly uint32_t capacity
+    cdef readonly bint single_producer
+    cdef readonly bint single_consumer
+    cdef int _busy
+    cdef bint _closed
+
+    cdef int _check(self) except -1
+    cdef void _leave_wait(self)
+    cdef uint32_t _wait_burst(self, uint32_t *data, uint32_t count, double deadline) except? 0
+
+
+# Ring entry points, callable without the GIL (1/0 or counts, as ring.h).
+cdef tm_ring_t *ring_ptr(Ring ring) except NULL
+cdef int ring_enqueue(tm_ring_t *r, uint32_t h) noexcept nogil
+cdef int ring_dequeue(tm_ring_t *r, uint32_t *h) noexcept nogil
+cdef uint32_t ring_enqueue_burst(tm_ring_t *r, const uint32_t *hs, uint32_t n) noexcept nogil
+cdef uint32_t ring_dequeue_burst(tm_ring_t *r, uint32_t *hs, uint32_t n) noexcept nogil

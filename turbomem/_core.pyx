@@ -1,0 +1,603 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: embedsignature=True, always_allow_keywords=False, binding=False
+"""The compiled core: Pool over include/turbomem/pool.h.
+
+Everything here is the thin layer between Python objects and the C core:
+argument checking, the one function that turns C return codes into
+exceptions (``_raise_for``), zero-copy views of the region, and the nogil
+entry points exported to other Cython modules through ``_core.pxd``.
+"""
+
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_WRITABLE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
+
+cimport numpy as cnp
+
+import operator
+import os
+
+import numpy as np
+
+from turbomem import memory as _memory
+from turbomem import smaps as _smaps
+from turbomem.errors import (
+    DoubleFreeError,
+    InvalidHandleError,
+    PoolClosedError,
+    PoolEmptyError,
+    TurbomemError,
+    UseAfterFreeError,
+)
+
+cnp.import_array()
+
+cdef extern from "turbomem/pool.h" nogil:
+    ctypedef struct tm_pool_stats_t:
+        uint64_t capacity, in_use, available
+        uint64_t gets, puts, cache_hits, cache_misses, cas_retries
+        uint64_t cached, threads
+        int asymmetric
+
+    int TM_OK, TM_EEMPTY, TM_ERANGE, TM_EDOUBLEFREE, TM_ENOMEM, TM_EINVAL, TM_EPOISON
+    unsigned TM_POOL_POISON
+    unsigned TM_CACHE_MAX
+    uint32_t TM_MAX_CAPACITY
+    uint32_t TM_MAX_THREADS
+
+    int tm_pool_create(tm_pool_t **out, uint32_t capacity, uint32_t cache_size,
+                       void *base, size_t stride, size_t obj_size, unsigned flags)
+    void tm_pool_destroy(tm_pool_t *p)
+    int tm_pool_get(tm_pool_t *p, uint32_t *out)
+    int tm_pool_put(tm_pool_t *p, uint32_t h)
+    int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad)
+    int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad)
+    void tm_pool_stats(tm_pool_t *p, tm_pool_stats_t *st)
+    int tm_pool_is_in_use(tm_pool_t *p, uint32_t h)
+    int tm_pool_asymmetric()
+
+MAX_CACHE_SIZE = TM_CACHE_MAX
+MAX_CAPACITY = TM_MAX_CAPACITY
+MAX_THREADS = TM_MAX_THREADS
+_VALID_POLICIES = ("auto", "thp", "hugetlb", "none")
+# Bulk calls at least this large release the GIL: a release costs ~60 ns,
+# worth it only when the C work is several times that.
+DEF NOGIL_BULK_MIN = 1024
+
+
+# ---------------------------------------------------------------- errors ----
+
+cdef int _raise_for(int rc, object pool, object handle=None) except -1:
+    """The one place where a C return code becomes a Python exception."""
+    if rc == TM_OK:
+        return 0
+    if rc == TM_EEMPTY:
+        raise PoolEmptyError(f"{pool!r}: not enough free objects")
+    if rc == TM_ERANGE:
+        raise InvalidHandleError(f"handle {handle} is outside [0, {pool.capacity})")
+    if rc == TM_EDOUBLEFREE:
+        raise DoubleFreeError(f"handle {handle} is already free (double free, "
+                              f"or a handle of another pool)")
+    if rc == TM_EPOISON:
+        err = UseAfterFreeError(f"object {handle} was written to while it was free "
+                                f"(debug poison damaged); it is now handed out")
+        err.handle = handle
+        raise err
+    if rc == TM_ENOMEM:
+        raise MemoryError("the C core could not allocate its bookkeeping")
+    if rc == TM_EINVAL:
+        raise ValueError("invalid argument to the C core")
+    raise TurbomemError(f"unknown C core error {rc}")
+
+
+cdef inline object _closed_error(object what):
+    return PoolClosedError(f"{what} is closed")
+
+
+cdef inline long long _to_handle(object h) except -2:
+    """A Python handle as a C integer, or InvalidHandleError.
+
+    Accepts int and integer-like objects with __index__ (numpy integers);
+    refuses bool, float, str, None.  Out-of-range values are returned as -1
+    (the caller reports them with the pool's capacity).
+    """
+    cdef long long v
+    cdef int overflow = 0
+    if type(h) is not int:
+        if isinstance(h, bool) or not hasattr(type(h), "__index__"):
+            raise InvalidHandleError(f"a handle is an int, not {type(h).__name__}: {h!r}")
+        h = operator.index(h)
+    v = PyLong_AsLongLongAndOverflow(h, &overflow)  # no exception machinery
+    if overflow or v < 0 or v > <long long>0xFFFFFFFF:
+        return -1
+    return v
+
+
+# ------------------------------------------------------------- the region ---
+
+cdef class _MemoryState:
+    """What the region's anchors share: the region and how many anchors live."""
+
+    def __cinit__(self, object region):
+        self.region = region
+        self.anchors = 0
+        self.pool_closed = False
+
+    cdef void drop_anchor(self):
+        """The last anchor of a closed pool unmaps the region."""
+        self.anchors -= 1
+        if self.anchors == 0 and self.pool_closed:
+            self.region.close()
+
+
+cdef class _RegionBuffer:
+    """An anchor that exports the pool's memory through the buffer protocol.
+
+    Every memoryview and numpy array of the pool holds one anchor (numpy keeps
+    the exporter itself as its base, so each array gets its own anchor), and
+    the region is unmapped only when the pool is closed AND the last anchor is
+    gone: close() never pulls memory out from under a live view.
+    """
+
+    def __cinit__(self, _MemoryState state, Py_ssize_t nbytes):
+        self.state = state
+        self.addr = <char *><uintptr_t>state.region.addr
+        self.nbytes = nbytes
+        state.anchors += 1
+
+    def __dealloc__(self):
+        if self.state is not None:
+            self.state.drop_anchor()
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        if self.state.region.closed:
+            raise BufferError("the pool's memory is unmapped")
+        buf.buf = self.addr
+        buf.obj = self
+        buf.len = self.nbytes
+        buf.readonly = 0
+        buf.itemsize = 1
+        if flags & PyBUF_FORMAT:
+            buf.format = b"B"
+        else:
+            buf.format = NULL
+        buf.ndim = 1
+        buf.shape = &self.nbytes
+        buf.strides = NULL
+        buf.suboffsets = NULL
+        buf.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        pass
+
+
+# ------------------------------------------------------------------ Pool ----
+
+cdef class Pool:
+    """A fixed-size object pool over one huge-page-backed region.
+
+    ``Pool(obj_size, capacity, *, cache_size=None, align=64, hugepages="auto",
+    numa_node=None, populate=True, debug=False)``
+
+    Handles are ints in ``[0, capacity)``; object ``h`` lives at byte
+    ``h * stride`` of the region.  ``cache_size=None`` means 256, or
+    ``capacity`` for smaller pools; 0 disables the per-thread caches.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self._c = NULL
+        self._closed = True  # until __init__ finishes
+        self._busy = 0
+
+    def __init__(self, obj_size, capacity, *, cache_size=None, align=64,
+                 hugepages="auto", numa_node=None, populate=True, debug=None):
+        if self._c != NULL:
+            raise TurbomemError("Pool.__init__ called twice")
+        obj_size = _positive_int("obj_size", obj_size)
+        capacity = _positive_int("capacity", capacity)
+        align = _positive_int("align", align)
+        if capacity > TM_MAX_CAPACITY:
+            raise ValueError(f"capacity must be at most {TM_MAX_CAPACITY} (2**32 - 2), got {capacity}")
+        if align & (align - 1):
+            raise ValueError(f"align must be a power of two, got {align}")
+        if cache_size is None:
+            cache_size = min(256, capacity)
+        if isinstance(cache_size, bool):
+            raise TypeError("cache_size must be an int, got bool")
+        cache_size = operator.index(cache_size)
+        if not 0 <= cache_size <= TM_CACHE_MAX:
+            raise ValueError(f"cache_size must be in [0, {TM_CACHE_MAX}], got {cache_size}")
+        if cache_size > capacity:
+            raise ValueError(f"cache_size {cache_size} is larger than capacity {capacity}")
+        if hugepages not in _VALID_POLICIES:
+            raise ValueError(f"hugepages must be one of {', '.join(map(repr, _VALID_POLICIES))}, "
+                             f"got {hugepages!r}")
+        if debug is None:
+            debug = os.environ.get("TURBOMEM_DEBUG", "") not in ("", "0")
+        stride = (obj_size + align - 1) // align * align
+        nbytes = stride * capacity
+        if nbytes > (1 << 47):
+            raise _memory.OutOfMemoryError(
+                f"{capacity} objects of stride {stride} need {nbytes} bytes, "
+                f"more than the 128 TiB user address space")
+
+        region = _memory.create_region(nbytes, hugepages=hugepages,
+                                       numa_node=numa_node, populate=populate)
+        cdef tm_pool_t *c = NULL
+        cdef unsigned flags = TM_POOL_POISON if debug else 0
+        rc = tm_pool_create(&c, <uint32_t>capacity, <uint32_t>cache_size,
+                            <void *><uintptr_t>region.addr, <size_t>stride,
+                            <size_t>obj_size, flags)
+        if rc != TM_OK:
+            region.close()
+            _raise_for(rc, self)
+        self._c = c
+        self._region = region
+        self._base = <char *><uintptr_t>region.addr
+        self.capacity = capacity
+        self.obj_size = obj_size
+        self.stride = stride
+        self.cache_size = cache_size
+        self.debug = bool(debug)
+        self._memory = _MemoryState(region)
+        self._buffer = _RegionBuffer(self._memory, nbytes)
+        self._whole_view = memoryview(self._buffer)
+        self._closed = False
+
+    def __dealloc__(self):
+        if self._c != NULL:
+            tm_pool_destroy(self._c)
+            self._c = NULL
+        # The region is unmapped by its own finalizer once the last view
+        # (which holds _buffer, which holds the region) is gone.
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"{self.available}/{self.capacity} free"
+        return (f"<turbomem.Pool {self.obj_size} B x {self.capacity}, stride {self.stride}, "
+                f"{state}>")
+
+    def __reduce__(self):
+        raise TypeError("a Pool cannot be pickled: its memory is private to this process")
+
+    # --------------------------------------------------------- lifecycle --
+
+    cdef int _enter_nogil(self) except -1:
+        if self._closed:
+            raise _closed_error(self)
+        self._busy += 1
+        # A call without the GIL holds an anchor on the region: close() from
+        # another thread defers the unmap (debug mode reads and writes object
+        # memory inside the call).
+        self._memory.anchors += 1
+        return 0
+
+    cdef void _leave_nogil(self):
+        self._busy -= 1
+        if self._closed and self._busy == 0:
+            self._destroy_core()
+        self._memory.drop_anchor()
+
+    cdef void _destroy_core(self):
+        if self._c != NULL:
+            tm_pool_destroy(self._c)
+            self._c = NULL
+
+    def close(self):
+        """Release the pool.  Idempotent.
+
+        Handles become meaningless and every call raises PoolClosedError.  The
+        memory is unmapped now if no memoryview or array of it is alive, and
+        otherwise when the last one is released (never under a live view).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._busy == 0:
+            self._destroy_core()
+        self._memory.pool_closed = True
+        view = self._whole_view
+        self._whole_view = None
+        if view is not None:
+            view.release()  # slices taken by view() keep their own reference
+        self._buffer = None  # our anchor; the last anchor to go unmaps
+        if self._memory.anchors == 0:
+            self._region.close()
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @property
+    def memory_released(self):
+        """True once the region is unmapped (after close and the last view)."""
+        return self._region is None or self._region.closed
+
+    def __enter__(self):
+        if self._closed:
+            raise _closed_error(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # ----------------------------------------------------------- get/put --
+
+    def get(self):
+        """One handle; PoolEmptyError when nothing is free."""
+        cdef uint32_t h = 0
+        if self._closed:
+            raise _closed_error(self)
+        cdef int rc = tm_pool_get(self._c, &h)
+        if rc != TM_OK:
+            _raise_for(rc, self, h)
+        return h
+
+    def try_get(self):
+        """One handle, or -1 when nothing is free (no exception cost)."""
+        cdef uint32_t h = 0
+        if self._closed:
+            raise _closed_error(self)
+        cdef int rc = tm_pool_get(self._c, &h)
+        if rc == TM_OK:
+            return h
+        if rc == TM_EEMPTY:
+            return -1
+        _raise_for(rc, self, h)
+
+    def put(self, h):
+        """Return one handle.  InvalidHandleError / DoubleFreeError on misuse."""
+        if self._closed:
+            raise _closed_error(self)
+        cdef int overflow = 0
+        cdef long long v
+        if type(h) is int:  # the common case, without a function call
+            v = PyLong_AsLongLongAndOverflow(h, &overflow)
+        else:
+            v = _to_handle(h)
+        if overflow or v < 0 or v >= self.capacity:
+            raise InvalidHandleError(f"handle {h!r} is outside [0, {self.capacity})")
+        cdef int rc = tm_pool_put(self._c, <uint32_t>v)
+        if rc != TM_OK:
+            _raise_for(rc, self, h)
+
+    def get_bulk(self, n):
+        """n distinct handles as a numpy uint32 array, all or nothing."""
+        if self._closed:
+            raise _closed_error(self)
+        cdef Py_ssize_t want
+        if type(n) is int:
+            want = n
+        else:
+            want = operator.index(n)
+        if want < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if want > self.capacity:
+            raise PoolEmptyError(f"{self!r}: {n} objects asked, capacity is {self.capacity}")
+        cdef cnp.npy_intp dim = want
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_UINT32, 0)
+        cdef uint32_t *data = <uint32_t *>cnp.PyArray_DATA(out)
+        cdef uint32_t count = <uint32_t>want
+        cdef uint32_t bad = 0
+        cdef int rc
+        if count >= NOGIL_BULK_MIN:
+            self._enter_nogil()
+            with nogil:
+                rc = tm_pool_get_bulk_ex(self._c, data, count, &bad)
+            self._leave_nogil()
+        else:
+            rc = tm_pool_get_bulk_ex(self._c, data, count, &bad)
+        if rc == TM_EPOISON:
+            _raise_for(rc, self, int(data[bad]))
+        elif rc != TM_OK:
+            _raise_for(rc, self)
+        return out
+
+    def put_bulk(self, handles):
+        """Return many handles, all or nothing: every one is checked first.
+
+        Takes a 1-D numpy integer array (uint32 C-contiguous is zero-copy) or
+        any sequence of ints.  Non-integer dtypes raise TypeError; other
+        integer dtypes are converted after a range check.
+        """
+        if self._closed:
+            raise _closed_error(self)
+        cdef cnp.ndarray arr
+        if (cnp.PyArray_CheckExact(handles)
+                and cnp.PyArray_TYPE(<cnp.ndarray>handles) == cnp.NPY_UINT32
+                and cnp.PyArray_NDIM(<cnp.ndarray>handles) == 1
+                and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>handles)):
+            arr = <cnp.ndarray>handles
+        else:
+            arr = _coerce_handles(handles, self.capacity)
+        cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
+        if <Py_ssize_t>cnp.PyArray_DIM(arr, 0) > 0xFFFFFFFF:
+            raise InvalidHandleError("more handles than a pool can hold")
+        if count >= NOGIL_BULK_MIN or self.debug:
+            # The core reads the handles more than once (check, then return).
+            # Without the GIL another thread could rewrite the caller's array
+            # in between, and in debug mode the poison written into freed
+            # objects could overwrite a handle array that lives in the pool:
+            # either would return unchecked handles.  Work on a private copy.
+            arr = cnp.PyArray_NewCopy(arr, cnp.NPY_CORDER)
+        cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(arr)
+        cdef uint32_t bad = 0
+        cdef int rc
+        if count >= NOGIL_BULK_MIN:
+            self._enter_nogil()
+            with nogil:
+                rc = tm_pool_put_bulk(self._c, data, count, &bad)
+            self._leave_nogil()
+        else:
+            rc = tm_pool_put_bulk(self._c, data, count, &bad)
+        if rc != TM_OK:
+            try:
+                _raise_for(rc, self, int(data[bad]))
+            except InvalidHandleError as err:
+                err.index = int(bad)
+                err.args = (f"{err.args[0]} (element {bad}; nothing was returned)",)
+                raise
+
+    # ------------------------------------------------------------- views --
+
+    def view(self, h):
+        """A writable memoryview of object h's obj_size bytes (zero copy)."""
+        if self._closed:
+            raise _closed_error(self)
+        cdef long long v = _to_handle(h)
+        if v < 0 or v >= self.capacity:
+            raise InvalidHandleError(f"handle {h!r} is outside [0, {self.capacity})")
+        cdef Py_ssize_t off = v * self.stride
+        return self._whole_view[off:off + self.obj_size]
+
+    def array(self):
+        """numpy uint8 view of every object: shape (capacity, obj_size),
+        strides (stride, 1), zero copy."""
+        if self._closed:
+            raise _closed_error(self)
+        # numpy releases the buffer and keeps the exporter as its base: give
+        # each array its own anchor so the region lives as long as the array.
+        return np.ndarray(shape=(self.capacity, self.obj_size), dtype=np.uint8,
+                          buffer=_RegionBuffer(self._memory, self._buffer.nbytes),
+                          strides=(self.stride, 1))
+
+    def buffer(self):
+        """A writable memoryview of the whole pool (capacity * stride bytes)."""
+        if self._closed:
+            raise _closed_error(self)
+        return memoryview(_RegionBuffer(self._memory, self._buffer.nbytes))
+
+    @property
+    def address(self):
+        """Start address of object 0 (for C code and ctypes)."""
+        if self._closed:
+            raise _closed_error(self)
+        return <uintptr_t>self._base
+
+    # -------------------------------------------------------- accounting --
+
+    @property
+    def available(self):
+        """Free objects, including those parked in per-thread caches."""
+        return _read_stats(self).available
+
+    @property
+    def in_use(self):
+        return _read_stats(self).in_use
+
+    def is_in_use(self, h):
+        """Whether handle h is currently handed out (a hint under concurrency)."""
+        if self._closed:
+            raise _closed_error(self)
+        cdef long long v = _to_handle(h)
+        return 0 <= v < self.capacity and bool(tm_pool_is_in_use(self._c, <uint32_t>v))
+
+    def stats(self):
+        """Counters summed over every thread's cache (exact when quiescent)."""
+        cdef tm_pool_stats_t st = _read_stats(self)
+        return {
+            "capacity": st.capacity,
+            "in_use": st.in_use,
+            "available": st.available,
+            "gets": st.gets,
+            "puts": st.puts,
+            "cache_hits": st.cache_hits,
+            "cache_misses": st.cache_misses,
+            "cas_retries": st.cas_retries,
+            "cached": st.cached,
+            "threads": st.threads,
+            "cache_size": self.cache_size,
+            "hit_path": "fence-free (membarrier steal)" if st.asymmetric
+                        else "seq_cst (membarrier unavailable)",
+        }
+
+    def hugepage_report(self):
+        """What the kernel really gave: huge-page coverage and page placement."""
+        if self._closed:
+            raise _closed_error(self)
+        return _smaps.hugepage_report(self._region)
+
+    @property
+    def region(self):
+        """The memory.Region behind the pool (policy, binding, advice)."""
+        return self._region
+
+
+cdef tm_pool_stats_t _read_stats(Pool pool) except *:
+    cdef tm_pool_stats_t st
+    if pool._closed:
+        raise _closed_error(pool)
+    tm_pool_stats(pool._c, &st)
+    return st
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = operator.index(value)
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _coerce_handles(handles, capacity):
+    """Any handle collection as a C-contiguous 1-D uint32 array, range-checked."""
+    arr = np.asarray(handles)
+    if arr.dtype.kind == "O" and arr.ndim == 1:
+        # Python ints beyond int64/uint64 (2**64, -2**63-1) make an object
+        # array: name the out-of-range handle, not the dtype.
+        for i, h in enumerate(arr.tolist()):
+            if type(h) is int and not 0 <= h < capacity:
+                err = InvalidHandleError(f"handle {h} is outside [0, {capacity}) "
+                                         f"(element {i}; nothing was returned)")
+                err.index = i
+                raise err
+    if arr.dtype.kind not in "iu":
+        if arr.size == 0 and arr.dtype.kind == "f" and not isinstance(handles, np.ndarray):
+            arr = arr.astype(np.uint32)  # [] arrives as float64
+        else:
+            raise TypeError(f"handles must be an integer array, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"handles must be a 1-D array, got {arr.ndim} dimensions")
+    if arr.size:
+        out_of_range = (arr < 0) | (arr >= capacity)
+        if out_of_range.any():
+            i = int(np.argmax(out_of_range))
+            err = InvalidHandleError(f"handle {arr[i]} is outside [0, {capacity}) "
+                                     f"(element {i}; nothing was returned)")
+            err.index = i
+            raise err
+    return np.ascontiguousarray(arr, dtype=np.uint32)
+
+
+def hit_path_is_fence_free():
+    """True when membarrier lets the cache hit path run without any fence."""
+    return bool(tm_pool_asymmetric())
+
+
+# ------------------------------------------------- the cimport (nogil) API --
+
+cdef tm_pool_t *pool_ptr(Pool pool) except NULL:
+    if pool._closed:
+        raise _closed_error(pool)
+    return pool._c
+
+cdef int pool_get(tm_pool_t *p, uint32_t *handle) noexcept nogil:
+    return tm_pool_get(p, handle)
+
+cdef int pool_put(tm_pool_t *p, uint32_t handle) noexcept nogil:
+    return tm_pool_put(p, handle)
+
+cdef int pool_get_bulk(tm_pool_t *p, uint32_t *handles, uint32_t n) noexcept nogil:
+    return tm_pool_get_bulk_ex(p, handles, n, NULL)
+
+cdef int pool_put_bulk(tm_pool_t *p, const uint32_t *handles, uint32_t n) noexcept nogil:
+    return tm_pool_put_bulk(p, handles, n, NULL)
+
+cdef char *pool_object(Pool pool, uint32_t handle) noexcept nogil:
+    return pool._base + <size_t>handle * <size_t>pool.stride
+
+
+# ------------------------------------------------------------------ Ring ----
+
+include "_ring.pxi"
