@@ -132,8 +132,8 @@ static inline int tm_cache_get(tm_cache_t *c, tm_stack_t *s, uint32_t *out, uint
     } else {
         TM_STAT_ADD(c->hits, 1);
     }
-    for (uint32_t i = 0; i < n; i++)
-        out[i] = c->objs[len - 1 - i];
+    /* The hottest n, copied as a block (order within a bulk does not matter). */
+    memcpy(out, c->objs + len - n, (size_t)n * sizeof(uint32_t));
     TM_SET_LEN(c, len - n);
     return 1;
 }
@@ -151,8 +151,7 @@ static inline void tm_cache_put(tm_cache_t *c, tm_stack_t *s, const uint32_t *ob
         TM_STAT_ADD(c->hits, 1);
     }
     uint32_t len = c->len;
-    for (uint32_t i = 0; i < n; i++)
-        c->objs[len + i] = objs[i];
+    memcpy(c->objs + len, objs, (size_t)n * sizeof(uint32_t));
     TM_SET_LEN(c, len + n);
 }
 

@@ -524,25 +524,40 @@ static inline int tm_pool_get_bulk(tm_pool_t *p, uint32_t *out, uint32_t n) {
 }
 
 static inline int tm_pool_get(tm_pool_t *p, uint32_t *out) {
-    tm_cache_t *c;
-    if (TM_LIKELY((c = tm_pool_cache_(p)) != NULL && !(p->flags & TM_POOL_POISON))) {
-        /* The hit path, inlined: no RMW, no fence, no lock. */
-        if (TM_LIKELY(tm_cache_enter(c, tm_symmetric_))) {
-            uint32_t len = c->len;
-            if (TM_LIKELY(len != 0)) {
-                uint32_t h = c->objs[len - 1];
-                TM_SET_LEN(c, len - 1);
-                TM_STAT_ADD(c->hits, 1);
+    tm_cache_t *c = tm_pool_cache_(p);
+    if (TM_LIKELY(c != NULL && !(p->flags & TM_POOL_POISON))) {
+        if (TM_LIKELY(c->size != 0)) {
+            /* The hit path, inlined: no RMW, no fence, no lock. */
+            if (TM_LIKELY(tm_cache_enter(c, tm_symmetric_))) {
+                uint32_t len = c->len;
+                if (TM_LIKELY(len != 0)) {
+                    uint32_t h = c->objs[len - 1];
+                    TM_SET_LEN(c, len - 1);
+                    TM_STAT_ADD(c->hits, 1);
+                    TM_STAT_ADD(c->gets, 1);
+                    tm_cache_exit(c);
+                    tm_pool_mark_(p, h, TM_IN_USE);
+                    *out = h;
+                    return TM_OK;
+                }
+            }
+            tm_cache_exit(c);
+        } else {
+            /* No cache: straight to the shared stack, one CAS.  The steal
+             * handshake is not needed: an empty cache is never touched. */
+            uint32_t h, retries = 0;
+            if (TM_LIKELY(tm_stack_pop(&p->stack, &h, &retries))) {
                 TM_STAT_ADD(c->gets, 1);
-                tm_cache_exit(c);
+                TM_STAT_ADD(c->misses, 1);
+                if (TM_UNLIKELY(retries))
+                    TM_STAT_ADD(c->cas_retries, retries);
                 tm_pool_mark_(p, h, TM_IN_USE);
                 *out = h;
                 return TM_OK;
             }
         }
-        tm_cache_exit(c);
     }
-    return tm_pool_get_bulk_ex(p, out, 1, NULL);
+    return tm_pool_get_bulk_ex(p, out, 1, NULL); /* slow path: steal, or empty */
 }
 
 /* Put n objects back, all or nothing.  Every handle is validated first: on
@@ -593,19 +608,30 @@ static inline int tm_pool_put(tm_pool_t *p, uint32_t h) {
     if (TM_UNLIKELY(rc != TM_OK))
         return rc;
     if (TM_LIKELY((c = tm_pool_cache_(p)) != NULL && !(p->flags & TM_POOL_POISON))) {
-        if (TM_LIKELY(tm_cache_enter(c, tm_symmetric_))) {
-            uint32_t len = c->len;
-            if (TM_LIKELY(len < c->size)) {
-                tm_pool_mark_(p, h, TM_FREE); /* before h becomes visible to others */
-                c->objs[len] = h;
-                TM_SET_LEN(c, len + 1);
-                TM_STAT_ADD(c->hits, 1);
-                TM_STAT_ADD(c->puts, 1);
-                tm_cache_exit(c);
-                return TM_OK;
+        if (TM_LIKELY(c->size != 0)) {
+            if (TM_LIKELY(tm_cache_enter(c, tm_symmetric_))) {
+                uint32_t len = c->len;
+                if (TM_LIKELY(len < c->size)) {
+                    tm_pool_mark_(p, h, TM_FREE); /* before h becomes visible to others */
+                    c->objs[len] = h;
+                    TM_SET_LEN(c, len + 1);
+                    TM_STAT_ADD(c->hits, 1);
+                    TM_STAT_ADD(c->puts, 1);
+                    tm_cache_exit(c);
+                    return TM_OK;
+                }
             }
+            tm_cache_exit(c);
+        } else {
+            /* No cache: straight to the shared stack, one CAS. */
+            tm_pool_mark_(p, h, TM_FREE);
+            uint32_t retries = tm_stack_push(&p->stack, h);
+            TM_STAT_ADD(c->puts, 1);
+            TM_STAT_ADD(c->misses, 1);
+            if (TM_UNLIKELY(retries))
+                TM_STAT_ADD(c->cas_retries, retries);
+            return TM_OK;
         }
-        tm_cache_exit(c);
     }
     return tm_pool_put_bulk(p, &h, 1, NULL);
 }
