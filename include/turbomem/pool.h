@@ -467,8 +467,11 @@ static inline int tm_pool_check_put_(tm_pool_t *p, uint32_t h) {
  * was written while free (all are handed out regardless). */
 static inline int tm_pool_handout_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
     if (TM_LIKELY(!(p->flags & TM_POOL_POISON))) {
+        /* Local copy: a byte store may alias p's fields, and would otherwise
+         * make the compiler reload p->state on every iteration. */
+        uint8_t *state = p->state;
         for (uint32_t i = 0; i < n; i++)
-            tm_pool_mark_(p, hs[i], TM_IN_USE);
+            __atomic_store_n(&state[hs[i]], TM_IN_USE, __ATOMIC_RELAXED); /* see tm_pool_mark_ */
         return TM_OK;
     }
     int rc = TM_OK;
@@ -567,16 +570,19 @@ static int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32
     /* One pass: range, state, mark free.  A handle repeated within hs meets
      * the free mark of its first occurrence.  On error the marks made so far
      * are rolled back: nothing is returned. */
+    uint8_t *state = p->state; /* locals: byte stores alias p's fields */
+    const uint32_t capacity = p->capacity;
     for (uint32_t i = 0; i < n; i++) {
-        int rc = tm_pool_check_put_(p, hs[i]);
-        if (TM_UNLIKELY(rc != TM_OK)) {
+        uint32_t h = hs[i];
+        /* RELAXED load and store: see tm_pool_check_put_ and tm_pool_mark_. */
+        if (TM_UNLIKELY(h >= capacity || __atomic_load_n(&state[h], __ATOMIC_RELAXED) != TM_IN_USE)) {
             for (uint32_t j = 0; j < i; j++)
                 tm_pool_mark_(p, hs[j], TM_IN_USE);
             if (bad)
                 *bad = i;
-            return rc;
+            return h >= capacity ? TM_ERANGE : TM_EDOUBLEFREE;
         }
-        tm_pool_mark_(p, hs[i], TM_FREE);
+        __atomic_store_n(&state[h], TM_FREE, __ATOMIC_RELAXED);
     }
     if (n == 0)
         return TM_OK;
