@@ -1,4 +1,4 @@
-"""`python -m turbomem bench [core|python|hugepages|all] [--quick] [--json FILE] [--plot FILE.png]`
+"""`python -m turbomem bench [core|python|hugepages|pipeline|all] [--quick] [--json FILE] [--plot FILE.png]`
 
 main(argv) takes the arguments after `bench` (a leading "bench" is accepted
 and dropped) and returns the process exit status:
@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import machine, report
 
-SUITE_NAMES = ("core", "python", "hugepages")
+SUITE_NAMES = ("core", "python", "hugepages", "pipeline")
 
 
 def _run_core(quick: bool, progress, opts) -> Dict[str, Any]:
@@ -37,11 +37,18 @@ def _run_hugepages(quick: bool, progress, opts) -> Dict[str, Any]:
     return hugepages.run(quick=quick, progress=progress)
 
 
+def _run_pipeline(quick: bool, progress, opts) -> Dict[str, Any]:
+    from . import pipeline_suite
+
+    return pipeline_suite.suite(quick=quick, progress=progress)
+
+
 # name -> runner(quick, progress, opts) -> suite result; tests replace these.
 RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "core": _run_core,
     "python": _run_python,
     "hugepages": _run_hugepages,
+    "pipeline": _run_pipeline,
 }
 
 
@@ -49,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m turbomem bench",
         description="TurboMem benchmarks: the C core against DPDK (core), Python-level get/put against "
-                    "pure-Python free lists (python), and huge pages against small pages (hugepages).",
+                    "pure-Python free lists (python), huge pages against small pages (hugepages), and packet "
+                    "pipelines against what Python users write today (pipeline).",
     )
     p.add_argument("suite", nargs="?", default="all", choices=SUITE_NAMES + ("all",),
                    help="which suite to run (default: all)")

@@ -87,6 +87,36 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
+GOALS = {"pipeline_fast": 5.0, "udp_recv_burst": 3.0}
+
+
+def suite(quick: bool = False, progress=None) -> dict:
+    """run() as a suite result for `python -m turbomem bench pipeline`."""
+    if progress is not None:
+        progress.update(0, 1, "pipeline")
+    rows = run(quick)
+    if progress is not None:
+        progress.update(1, 1, "pipeline")
+        progress.done()
+    goals = []
+    for row in rows:
+        target = GOALS.get(row["name"])
+        if target is not None:
+            goals.append({"goal": f"{row['name']} vs its baseline", "target_text": f">= {target:g}x",
+                          "measured": row["ratio"], "met": row["ratio"] >= target, "detail": "same input, same run"})
+    return {
+        "suite": "pipeline",
+        "skipped": None,
+        "notes": ["pipeline: examples/pipeline.py's stages (pcap -> classify -> forward over tm.Ring, one pool) "
+                  "against --naive (bytes per packet, queue.Queue); udp: burst recvmmsg into pool objects "
+                  "against a socket.recvfrom loop, on loopback"],
+        "columns": [{"key": "name", "title": "case"}, {"key": "packets_per_sec", "title": "packets/s", "fmt": "d"},
+                    {"key": "ratio", "title": "vs baseline", "fmt": "x"}, {"key": "packets", "title": "packets", "fmt": "d"}],
+        "rows": rows,
+        "goals": goals,
+    }
+
+
 if __name__ == "__main__":
     import json
     import sys

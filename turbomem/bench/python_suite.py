@@ -135,6 +135,19 @@ def _numpy_empty(_state, bulk):
     return run
 
 
+def _cython_cimport(pool, bulk):
+    """The same work from Cython code that cimports the nogil API (no GIL held)."""
+    from pathlib import Path
+
+    from turbomem.cybuild import build_and_import
+
+    mod = build_and_import("cimport_bench", Path(__file__).resolve().parent / "cimport_bench.pyx")
+
+    def run(iters):
+        mod.get_put(pool, iters, bulk)
+    return run
+
+
 def _buffers():
     return [bytearray(OBJ_SIZE) for _ in range(N_BUFFERS)]
 
@@ -148,6 +161,9 @@ def make_cases(bulks, Pool) -> List[Dict[str, Any]]:
         cases.append(dict(name="turbomem Pool", bulk=1, state=pool_state, make=_tm_single, close=True))
         for b in bulks:
             cases.append(dict(name="turbomem Pool", bulk=b, state=pool_state, make=_tm_bulk, close=True))
+        for b in (1,) + tuple(bulks):
+            cases.append(dict(name="turbomem via Cython cimport", bulk=b, state=pool_state,
+                              make=_cython_cimport, close=True))
     cases.append(dict(name="deque free list", bulk=1, state=lambda: collections.deque(_buffers()),
                       make=_deque_single))
     for b in bulks:

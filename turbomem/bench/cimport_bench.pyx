@@ -1,0 +1,41 @@
+# A Cython user's view of TurboMem: cimport the nogil API and loop in C.
+# Built at run time by turbomem.cybuild (it cimports turbomem._core only).
+
+from libc.stdint cimport uint32_t, uint64_t
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+from turbomem._core cimport Pool, tm_pool_t, pool_ptr, pool_get, pool_put, pool_get_bulk, pool_put_bulk
+
+
+cdef double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def get_put(Pool pool not None, uint64_t iters, uint32_t bulk):
+    """iters x (get `bulk` objects, put them back) without the GIL.
+
+    Returns the seconds spent; raises if any call failed (a benchmark never
+    hides a failure)."""
+    if bulk < 1 or bulk > 4096:
+        raise ValueError("bulk must be in [1, 4096]")
+    cdef tm_pool_t *p = pool_ptr(pool)
+    cdef uint32_t hs[4096]
+    cdef uint32_t h
+    cdef uint64_t i, failures = 0
+    cdef double t0, t1
+    with nogil:
+        t0 = _now()
+        if bulk == 1:
+            for i in range(iters):
+                if pool_get(p, &h) != 0 or pool_put(p, h) != 0:
+                    failures += 1
+        else:
+            for i in range(iters):
+                if pool_get_bulk(p, hs, bulk) != 0 or pool_put_bulk(p, hs, bulk) != 0:
+                    failures += 1
+        t1 = _now()
+    if failures:
+        raise RuntimeError(f"{failures} of {iters} get/put rounds failed")
+    return t1 - t0
