@@ -76,8 +76,9 @@ def test_all_runs_every_suite_and_prints_table(fake_runners, tmp_path):
     js = tmp_path / "r.json"
     rc, out, err = run_cli(["bench", "all", "--quick", "--json", str(js), "--no-progress"])
     assert rc == 0
-    assert fake_runners == [("core", True), ("python", True), ("hugepages", True)]
+    assert fake_runners == [("core", True), ("python", True), ("hugepages", True), ("pipeline", True)]
     assert "== core ==" in out and "== python ==" in out and "== hugepages ==" in out
+    assert "== pipeline ==" in out
     assert "TurboMem Mobj/s" in out and "TM/ring" in out
     assert "2.00x" in out  # 300 / 150
     assert "cpu:" in out and "load:" in out
