@@ -84,7 +84,7 @@ def test_all_runs_every_suite_and_prints_table(fake_runners, tmp_path):
     assert "cpu:" in out and "load:" in out
     data = json.loads(js.read_text())
     assert data["command"] == "python -m turbomem bench all --quick --json %s --no-progress" % js
-    assert [s["suite"] for s in data["suites"]] == ["core", "python", "hugepages"]
+    assert [s["suite"] for s in data["suites"]] == ["core", "python", "hugepages", "pipeline"]
     assert data["machine"]["load_before"] is not None and "load_after" in data["machine"]
     assert "written to" in err
 
