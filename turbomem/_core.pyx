@@ -402,14 +402,7 @@ cdef class Pool:
         """
         if self._closed:
             raise _closed_error(self)
-        cdef cnp.ndarray arr
-        if (cnp.PyArray_CheckExact(handles)
-                and cnp.PyArray_TYPE(<cnp.ndarray>handles) == cnp.NPY_UINT32
-                and cnp.PyArray_NDIM(<cnp.ndarray>handles) == 1
-                and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>handles)):
-            arr = <cnp.ndarray>handles
-        else:
-            arr = _coerce_handles(handles, self.capacity)
+        cdef cnp.ndarray arr = _handle_array(handles, self.capacity)
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
         if <Py_ssize_t>cnp.PyArray_DIM(arr, 0) > 0xFFFFFFFF:
             raise InvalidHandleError("more handles than a pool can hold")
@@ -529,6 +522,18 @@ cdef tm_pool_stats_t _read_stats(Pool pool) except *:
         raise _closed_error(pool)
     tm_pool_stats(pool._c, &st)
     return st
+
+
+cdef cnp.ndarray _handle_array(object handles, uint64_t limit):
+    """handles as a C-contiguous 1-D uint32 array: zero copy when it already
+    is one (values are then checked by the C core), else converted with every
+    value checked against [0, limit)."""
+    if (cnp.PyArray_CheckExact(handles)
+            and cnp.PyArray_TYPE(<cnp.ndarray>handles) == cnp.NPY_UINT32
+            and cnp.PyArray_NDIM(<cnp.ndarray>handles) == 1
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>handles)):
+        return <cnp.ndarray>handles
+    return _coerce_handles(handles, limit)
 
 
 def _positive_int(name, value):

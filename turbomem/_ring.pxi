@@ -40,13 +40,38 @@ cdef inline double _now() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
-cdef inline void _backoff(long *sleep_ns) noexcept nogil:
+cdef struct _Waiter:
+    double deadline  # CLOCK_MONOTONIC seconds, or < 0 for no timeout
+    int spins
+    long sleep_ns
+
+
+cdef inline void _waiter_init(_Waiter *w, double deadline) noexcept nogil:
+    w.deadline = deadline
+    w.spins = 0
+    w.sleep_ns = WAIT_MIN_NS
+
+
+cdef inline void _waiter_progress(_Waiter *w) noexcept nogil:
+    """Something moved: go back to spinning before sleeping again."""
+    w.spins = 0
+    w.sleep_ns = WAIT_MIN_NS
+
+
+cdef inline bint _waiter_wait(_Waiter *w) noexcept nogil:
+    """One step of waiting (spin, then sleep with doubling backoff).
+    False once the deadline has passed."""
     cdef timespec ts
-    ts.tv_sec = 0
-    ts.tv_nsec = sleep_ns[0]
-    nanosleep(&ts, NULL)
-    if sleep_ns[0] < WAIT_MAX_NS:
-        sleep_ns[0] *= 2
+    if w.deadline >= 0 and _now() >= w.deadline:
+        return False
+    w.spins += 1
+    if w.spins > WAIT_SPINS:
+        ts.tv_sec = 0
+        ts.tv_nsec = w.sleep_ns
+        nanosleep(&ts, NULL)
+        if w.sleep_ns < WAIT_MAX_NS:
+            w.sleep_ns *= 2
+    return True
 
 
 cdef class Ring:
@@ -145,7 +170,7 @@ cdef class Ring:
     def enqueue_bulk(self, handles):
         """Add all of handles or none; returns whether they went in."""
         self._check()
-        cdef cnp.ndarray arr = _as_uint32_array(handles)
+        cdef cnp.ndarray arr = _handle_array(handles, 1 << 32)
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
         if count == 0:
             return True
@@ -154,7 +179,7 @@ cdef class Ring:
     def enqueue_burst(self, handles):
         """Add as many of handles (from the front) as fit; returns how many."""
         self._check()
-        cdef cnp.ndarray arr = _as_uint32_array(handles)
+        cdef cnp.ndarray arr = _handle_array(handles, 1 << 32)
         return tm_ring_enqueue_burst(self._r, <const uint32_t *>cnp.PyArray_DATA(arr),
                                      <uint32_t>cnp.PyArray_DIM(arr, 0))
 
@@ -190,21 +215,17 @@ cdef class Ring:
         cdef uint32_t obj = <uint32_t>v
         if tm_ring_enqueue(self._r, obj):
             return True
-        cdef double deadline = _deadline(timeout)
+        cdef _Waiter w
+        _waiter_init(&w, _deadline(timeout))
         cdef int ok = 0
-        cdef int spins = 0
-        cdef long sleep_ns = WAIT_MIN_NS
         self._busy += 1
         with nogil:
             while not self._closed:
                 if tm_ring_enqueue(self._r, obj):
                     ok = 1
                     break
-                if deadline >= 0 and _now() >= deadline:
+                if not _waiter_wait(&w):
                     break
-                spins += 1
-                if spins > WAIT_SPINS:
-                    _backoff(&sleep_ns)
         self._leave_wait()
         if not ok and self._closed:
             raise _closed_error(self)
@@ -218,21 +239,17 @@ cdef class Ring:
         cdef uint32_t h = 0
         if tm_ring_dequeue(self._r, &h):
             return h
-        cdef double deadline = _deadline(timeout)
+        cdef _Waiter w
+        _waiter_init(&w, _deadline(timeout))
         cdef int ok = 0
-        cdef int spins = 0
-        cdef long sleep_ns = WAIT_MIN_NS
         self._busy += 1
         with nogil:
             while not self._closed:
                 if tm_ring_dequeue(self._r, &h):
                     ok = 1
                     break
-                if deadline >= 0 and _now() >= deadline:
+                if not _waiter_wait(&w):
                     break
-                spins += 1
-                if spins > WAIT_SPINS:
-                    _backoff(&sleep_ns)
         self._leave_wait()
         if not ok and self._closed:
             raise _closed_error(self)
@@ -254,15 +271,14 @@ cdef class Ring:
         """Add all handles, waiting (without the GIL) for room as needed;
         returns how many went in before the timeout (all of them without one)."""
         self._check()
-        cdef cnp.ndarray arr = _as_uint32_array(handles)
+        cdef cnp.ndarray arr = _handle_array(handles, 1 << 32)
         cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(arr)
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
         cdef uint32_t done = tm_ring_enqueue_burst(self._r, data, count)
         if done == count:
             return done
-        cdef double deadline = _deadline(timeout)
-        cdef int spins = 0
-        cdef long sleep_ns = WAIT_MIN_NS
+        cdef _Waiter w
+        _waiter_init(&w, _deadline(timeout))
         cdef uint32_t put
         self._busy += 1
         with nogil:
@@ -270,14 +286,9 @@ cdef class Ring:
                 put = tm_ring_enqueue_burst(self._r, data + done, count - done)
                 done += put
                 if put:
-                    spins = 0
-                    sleep_ns = WAIT_MIN_NS
-                    continue
-                if deadline >= 0 and _now() >= deadline:
+                    _waiter_progress(&w)
+                elif not _waiter_wait(&w):
                     break
-                spins += 1
-                if spins > WAIT_SPINS:
-                    _backoff(&sleep_ns)
         self._leave_wait()
         if done < count and self._closed:
             raise _closed_error(self)
@@ -285,19 +296,14 @@ cdef class Ring:
 
     cdef uint32_t _wait_burst(self, uint32_t *data, uint32_t count, double deadline) except? 0:
         cdef uint32_t got = 0
-        cdef int spins = 0
-        cdef long sleep_ns = WAIT_MIN_NS
+        cdef _Waiter w
+        _waiter_init(&w, deadline)
         self._busy += 1
         with nogil:
             while not self._closed:
                 got = tm_ring_dequeue_burst(self._r, data, count)
-                if got:
+                if got or not _waiter_wait(&w):
                     break
-                if deadline >= 0 and _now() >= deadline:
-                    break
-                spins += 1
-                if spins > WAIT_SPINS:
-                    _backoff(&sleep_ns)
         self._leave_wait()
         if got == 0 and self._closed:
             raise _closed_error(self)
@@ -319,25 +325,6 @@ cdef cnp.ndarray _new_handles(object n):
         raise ValueError(f"n must be in [0, 2**32), got {n}")
     cdef cnp.npy_intp dim = n
     return cnp.PyArray_EMPTY(1, &dim, cnp.NPY_UINT32, 0)
-
-
-cdef cnp.ndarray _as_uint32_array(object handles):
-    """A C-contiguous 1-D uint32 array: zero copy when it already is one."""
-    if (cnp.PyArray_CheckExact(handles)
-            and cnp.PyArray_TYPE(<cnp.ndarray>handles) == cnp.NPY_UINT32
-            and cnp.PyArray_NDIM(<cnp.ndarray>handles) == 1
-            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>handles)):
-        return <cnp.ndarray>handles
-    arr = np.asarray(handles)
-    if arr.dtype.kind not in "iu":
-        if arr.size == 0:
-            return np.empty(0, np.uint32)
-        raise TypeError(f"handles must be an integer array, got dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"handles must be a 1-D array, got {arr.ndim} dimensions")
-    if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
-        raise InvalidHandleError("handles must fit in uint32")
-    return np.ascontiguousarray(arr, dtype=np.uint32)
 
 
 # ------------------------------------------------- the cimport (nogil) API --

@@ -180,6 +180,22 @@ class _Stage:
                 "seconds": span, "packets_per_sec": self.packets / span if span > 0 else 0.0}
 
 
+def _result(mode: str, stages, elapsed: float, counters: dict) -> dict:
+    """What both pipelines report: per-stage rates, totals and drop counters."""
+    rx, _, tx = stages
+    return {
+        "mode": mode,
+        "stages": [st.report() for st in stages],
+        "received": rx.packets,
+        "forwarded": tx.packets,
+        "forwarded_bytes": tx.bytes,
+        "seconds": elapsed,
+        "packets_per_sec": rx.packets / elapsed if elapsed > 0 else 0.0,
+        "drops": counters["dropped_rx_ring"] + counters["dropped_tx_ring"],
+        **counters,
+    }
+
+
 class Pipeline:
     """receive -> classify -> forward, three threads, two rings, one pool.
 
@@ -347,15 +363,7 @@ class Pipeline:
         if errors:
             raise errors[0]
         return {
-            "mode": "fast",
-            "stages": [st_rx.report(), st_cls.report(), st_tx.report()],
-            "received": st_rx.packets,
-            "forwarded": st_tx.packets,
-            "forwarded_bytes": st_tx.bytes,
-            "seconds": elapsed,
-            "packets_per_sec": st_rx.packets / elapsed if elapsed > 0 else 0.0,
-            "drops": counters["dropped_rx_ring"] + counters["dropped_tx_ring"],
-            **counters,
+            **_result("fast", (st_rx, st_cls, st_tx), elapsed, counters),
             "pool_available": pool.available,
             "pool_capacity": pool.capacity,
         }
@@ -551,14 +559,4 @@ def run_naive(path=None, *, sock=None, count=None, duration=None, idle=1.0, link
     elapsed = time.perf_counter() - t0
     if errors:
         raise errors[0]
-    return {
-        "mode": "naive",
-        "stages": [st_rx.report(), st_cls.report(), st_tx.report()],
-        "received": st_rx.packets,
-        "forwarded": st_tx.packets,
-        "forwarded_bytes": st_tx.bytes,
-        "seconds": elapsed,
-        "packets_per_sec": st_rx.packets / elapsed if elapsed > 0 else 0.0,
-        "drops": counters["dropped_rx_ring"] + counters["dropped_tx_ring"],
-        **counters,
-    }
+    return _result("naive", (st_rx, st_cls, st_tx), elapsed, counters)
