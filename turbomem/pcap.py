@@ -26,8 +26,11 @@ import time
 
 import numpy as np
 
+from turbomem._core import _pcap_copy_records
 from turbomem._handles import acquire, release
 from turbomem.errors import TurbomemError
+
+_NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
 
 __all__ = [
     "PcapError",
@@ -202,21 +205,33 @@ class PcapReader:
     def _walk(self, handles, offsets, parts) -> int:
         """Copy up to len(handles) records into the objects; returns how many.
 
-        The hot loop of the reader: per record one unpack, one slice copy and
-        one append.  ``offsets`` receives each record's offset in the buffer
-        (valid until the next _fill, so they are decoded into ``parts``
-        before each one).
+        Whole records already in the buffer go through the compiled fast path
+        (``_core._pcap_copy_records``, no GIL); the Python loop takes a single
+        record only where that stops: a refill, an oversized or a bad record.
+        ``offsets`` receives each record's offset in the buffer (valid until
+        the next _fill, so they are decoded into ``parts`` before each one).
         """
         pool = self.pool
         obj_size = pool.obj_size
         pmv, buf, mv = self._pool_mv, self._buf, self._mv
         unpack_incl = self._incl.unpack_from
         limit = min(self._limit, obj_size)  # anything above goes the slow way
-        append = offsets.append
+        swapped = self.byteorder != _NATIVE_ORDER
+        handles = np.ascontiguousarray(handles, dtype=np.uint32)
+        n = len(handles)
+        fast_offsets = np.empty(n, dtype=np.intp)
         count = 0
         pos, end = self._pos, self._end
         try:
-            for dst in (handles.astype(np.int64) * pool.stride).tolist():
+            while count < n:
+                k, pos = _pcap_copy_records(self._np_buf, pos, end, pool, handles, count, limit,
+                                            swapped, fast_offsets)
+                if k:
+                    offsets.extend(fast_offsets[:k].tolist())
+                    count += k
+                    if count == n:
+                        break
+                dst = int(handles[count]) * pool.stride
                 if end - pos < 16:
                     pos, end = self._refill(pos, 16, offsets, parts)
                     left = end - pos
@@ -235,7 +250,7 @@ class PcapReader:
                     pmv[dst:dst + k] = mv[body:body + k]
                 else:
                     pmv[dst:dst + incl] = mv[body:nxt]
-                append(pos)
+                offsets.append(pos)
                 pos = nxt
                 count += 1
         finally:
