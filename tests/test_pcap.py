@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 
+import numpy as np
 import pytest
 
 import turbomem as tm
@@ -209,3 +210,25 @@ def test_large_file_across_buffer_refills(tmp_path, trickle):
         assert [g[0] for g in got] == pkts
         assert [g[1] for g in got] == times
         assert pool.available == pool.capacity
+
+
+def test_compiled_record_walk_never_writes_outside_the_pool():
+    from turbomem._core import _pcap_copy_records
+
+    record = struct.pack("<IIII", 0, 0, 4, 4) + b"abcd"
+    buf = np.frombuffer(record * 3, dtype=np.uint8)
+    offsets = np.empty(3, dtype=np.intp)
+    with tm.Pool(64, 4) as pool:
+        # a handle beyond the pool stops the walk before any write
+        k, pos = _pcap_copy_records(buf, 0, len(buf), pool, np.array([1, 9, 2], np.uint32), 0, 64, False, offsets)
+        assert (k, pos) == (1, 20) and bytes(pool.view(1)[:4]) == b"abcd"
+        # a record longer than the limit stops it too (the Python slow path takes it)
+        k, pos = _pcap_copy_records(buf, 0, len(buf), pool, np.array([2, 3], np.uint32), 0, 3, False, offsets)
+        assert (k, pos) == (0, 0)
+        # byte-swapped headers: 4 read as big-endian is 0x04000000, far over the limit
+        k, _ = _pcap_copy_records(buf, 0, len(buf), pool, np.array([2], np.uint32), 0, 64, True, offsets)
+        assert k == 0
+        with pytest.raises(ValueError):
+            _pcap_copy_records(buf, 0, len(buf) + 1, pool, np.array([2], np.uint32), 0, 64, False, offsets)
+    with pytest.raises(tm.PoolClosedError):
+        _pcap_copy_records(buf, 0, len(buf), pool, np.array([2], np.uint32), 0, 64, False, offsets)
