@@ -53,8 +53,10 @@ def build_parser():
     p.add_argument("--backpressure", choices=("on", "off"), default=None,
                    help="wait when a ring is full (default: on for files, off for --udp)")
     p.add_argument("--burst", type=int, default=256)
-    p.add_argument("--ring-size", type=int, default=2048)
-    p.add_argument("--pool-size", type=int, default=8192, help="buffers in the pool")
+    p.add_argument("--ring-size", type=int, default=4096)
+    p.add_argument("--stage-burst", type=int, default=2048,
+                   help="most packets a downstream stage takes per call (numpy work per call has a fixed cost)")
+    p.add_argument("--pool-size", type=int, default=16384, help="buffers in the pool")
     p.add_argument("--obj-size", type=int, default=2048, help="bytes per buffer")
     p.add_argument("--drop-port", type=int, action="append", default=[],
                    help="drop TCP/UDP packets to or from this port (repeatable)")
@@ -119,6 +121,7 @@ def main(argv=None):
             else:
                 sink = CountSink()
             pipe = Pipeline(pool, ring_factory(), ring_size=args.ring_size, burst=args.burst,
+                            stage_burst=args.stage_burst,
                             drop_ports=args.drop_port, slow_stage=args.slow_stage,
                             backpressure=backpressure)
             result = pipe.run(source, sink)

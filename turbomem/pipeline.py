@@ -207,7 +207,7 @@ class Pipeline:
 
     def __init__(self, pool, ring_factory, *, ring_size: int = 1024, burst: int = 64,
                  drop_ports=(), slow_stage: float = 0.0, backpressure: bool = True,
-                 stage_burst: int = 1024):
+                 stage_burst: int = 2048):
         self.pool = pool
         self.stage_burst = stage_burst
         self.ring_factory = ring_factory

@@ -58,8 +58,8 @@ def run(quick: bool = False) -> list[dict]:
                          "skipped": "no turbomem.Ring and no examples/ fallback"})
         else:
             def fast():
-                with tm.Pool(2048, 8192) as pool:
-                    res = Pipeline(pool, factory, ring_size=2048, burst=256).run(
+                with tm.Pool(2048, 16384) as pool:
+                    res = Pipeline(pool, factory, ring_size=4096, burst=256, stage_burst=2048).run(
                         PcapSource(path, pool, 256))
                     if pool.available != pool.capacity:
                         raise AssertionError("pipeline leaked buffers")
