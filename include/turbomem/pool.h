@@ -328,7 +328,7 @@ static inline int tm_pool_poison_ok_(tm_pool_t *p, uint32_t h) {
 /* ---- create / destroy ------------------------------------------------------ */
 
 /* base/stride/obj_size describe the object memory (base may be NULL unless
- * TM_POOL_POISON is set).  All objects start free; get returns 0, 1, 2, ... */
+ * TM_POOL_POISON is set).  All objects start free, stacked in order 0, 1, 2, ... */
 static int tm_pool_create(tm_pool_t **out, uint32_t capacity, uint32_t cache_size,
                           void *base, size_t stride, size_t obj_size, unsigned flags) {
     *out = NULL;
