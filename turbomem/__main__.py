@@ -149,8 +149,9 @@ def render(result: dict) -> str:
     st = result["stats"]
     lines += [
         "",
-        f"Counters: {st['gets']:,} gets, {st['puts']:,} puts, {st['cache_hits']:,} cache hits, "
-        f"{st['cache_misses']:,} misses, {st['cas_retries']:,} CAS retries",
+        f"Counters: {st['gets']:,} objects got, {st['puts']:,} put; calls served by the cache: "
+        f"{st['cache_hits']:,}, that touched the shared stack: {st['cache_misses']:,}; "
+        f"{st['cas_retries']:,} CAS retries",
     ]
     return "\n".join(lines)
 

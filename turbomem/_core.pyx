@@ -487,7 +487,11 @@ cdef class Pool:
         return 0 <= v < self.capacity and bool(tm_pool_is_in_use(self._c, <uint32_t>v))
 
     def stats(self):
-        """Counters summed over every thread's cache (exact when quiescent)."""
+        """Counters summed over every thread's cache (exact when quiescent).
+
+        gets/puts count objects; cache_hits/cache_misses count calls (a call
+        is a hit when the thread's cache served it without the shared stack);
+        cached is the number of free objects parked in thread caches."""
         cdef tm_pool_stats_t st = _read_stats(self)
         return {
             "capacity": st.capacity,
