@@ -168,9 +168,6 @@ cdef class _RegionBuffer:
         buf.suboffsets = NULL
         buf.internal = NULL
 
-    def __releasebuffer__(self, Py_buffer *buf):
-        pass
-
 
 # ------------------------------------------------------------------ Pool ----
 
@@ -300,9 +297,7 @@ cdef class Pool:
         self._whole_view = None
         if view is not None:
             view.release()  # slices taken by view() keep their own reference
-        self._buffer = None  # our anchor; the last anchor to go unmaps
-        if self._memory.anchors == 0:
-            self._region.close()
+        self._buffer = None  # our anchor: if it was the last, drop_anchor unmaps now
 
     @property
     def closed(self):

@@ -147,15 +147,4 @@ static inline int tm_stack_pop(tm_stack_t *s, uint32_t *idx, uint32_t *retries) 
     return tm_stack_pop_bulk(s, idx, 1, retries);
 }
 
-/* Exact only when no other thread is using the stack (walks the chain). */
-static inline uint32_t tm_stack_count_quiescent(const tm_stack_t *s) {
-    uint32_t n = 0;
-    uint32_t cur = (uint32_t)__atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
-    while (cur != TM_NIL && n <= s->capacity) {
-        n++;
-        cur = __atomic_load_n(&s->next[cur], __ATOMIC_RELAXED);
-    }
-    return n;
-}
-
 #endif /* TURBOMEM_STACK_H */
