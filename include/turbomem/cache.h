@@ -79,6 +79,11 @@ typedef struct tm_cache {
 /* Owner entry.  Returns 1 if the owner may use its cache for this call, 0 if
  * a claimant holds it (the owner must then tm_cache_exit and wait). */
 static inline int tm_cache_enter(tm_cache_t *c) {
+#ifdef TM_BENCH_NO_HANDSHAKE
+    /* Measurement only (tests/c/Makefile `bench`): the hit path without the
+     * handshake, to price it.  Stealing is then unsafe: never ship this. */
+    return 1;
+#endif
     if (TM_UNLIKELY(c->symmetric)) {
         /* SEQ_CST store + SEQ_CST load: Dekker with the claimant's SEQ_CST pair. */
         __atomic_store_n(&c->in_call, 1, __ATOMIC_SEQ_CST);
@@ -92,6 +97,9 @@ static inline int tm_cache_enter(tm_cache_t *c) {
 }
 
 static inline void tm_cache_exit(tm_cache_t *c) {
+#ifdef TM_BENCH_NO_HANDSHAKE
+    return;
+#endif
     /* RELEASE: pairs with the claimant's load of in_call. */
     __atomic_store_n(&c->in_call, 0, __ATOMIC_RELEASE);
 }
