@@ -1,10 +1,11 @@
-"""Build the compiled modules: turbomem._core over the header-only C core, and
-turbomem.packet._pcapwalk, a cimport user of turbomem/_core.pxd.
+"""Build the compiled modules: turbomem._core over the C core (include/turbomem/*.h
+and src/pool.c), and turbomem.packet._pcapwalk, a cimport user of turbomem/_core.pxd.
 
-The headers live at the top level (include/turbomem/) as the source of truth;
-they are also shipped inside the package (turbomem/include/) so that an
-installed TurboMem can build its C benchmark harness and `turbomem.get_include()`
-works for C users.
+The core is include/turbomem/*.h (public API, inline hit paths) and
+src/pool.c (registry, slow paths, fork, statistics), both at the top level as
+the source of truth; they are also shipped inside the package
+(turbomem/include/, turbomem/src/) so that an installed TurboMem can build its
+C benchmark harness and `turbomem.get_include()` works for C users.
 """
 
 import os
@@ -17,10 +18,11 @@ from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADERS = os.path.join(HERE, "include", "turbomem")
+CORE_SOURCES = [os.path.join("src", "pool.c")]
 
 
 class build_py_with_headers(build_py):
-    """Copy include/turbomem/*.h into the built package."""
+    """Copy include/turbomem/*.h and src/*.c into the built package."""
 
     def run(self):
         super().run()
@@ -29,12 +31,16 @@ class build_py_with_headers(build_py):
         for name in sorted(os.listdir(HEADERS)):
             if name.endswith(".h"):
                 shutil.copy2(os.path.join(HEADERS, name), target)
+        src_target = os.path.join(self.build_lib, "turbomem", "src")
+        os.makedirs(src_target, exist_ok=True)
+        for rel in CORE_SOURCES:
+            shutil.copy2(os.path.join(HERE, rel), src_target)
 
 
 extensions = [
     Extension(
         "turbomem._core",
-        ["turbomem/_core.pyx"],
+        ["turbomem/_core.pyx"] + CORE_SOURCES,
         include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Model-check the tagged stack and the cache-steal handshake with Spin.
-# Needs: spin, a C compiler (apt-get install -y spin gcc).  < 1 min on 2 cores.
+# Model-check the tagged stack, the cache-steal handshake and the magazine
+# depot with Spin.
+# Needs: spin, a C compiler (apt-get install -y spin gcc).  ~1 min on 2 cores.
 # Each model runs in its correct variant (must have 0 errors) and in a broken
 # variant (must report an error: proof that the model can catch the bug).
 set -eu
@@ -42,4 +43,8 @@ run stack ""         error "stack.pml untagged head: ABA corrupts the stack"
 run steal "-DASYM"   ok    "steal.pml asymmetric (membarrier) handshake: mutual exclusion, each index once"
 run steal "-DSYM"    ok    "steal.pml symmetric (seq_cst) handshake: mutual exclusion, each index once"
 run steal "-DBROKEN" error "steal.pml without barriers: owner and stealer collide"
+run depot ""                        ok    "depot.pml magazines, 2 threads: each object in one place, each magazine on one stack"
+run depot "-DTHREADS=3"             ok    "depot.pml magazines, 3 threads"
+run depot "-DUNTAGGED -DTHREADS=3"  error "depot.pml untagged heads: ABA loses or duplicates a magazine"
+run depot "-DRECYCLE_EARLY"         error "depot.pml magazine recycled before its contents are copied out"
 exit $fail

@@ -6,6 +6,7 @@
  * consistent (its stores are SEQ_CST: xchg/mfence on x86).
  *
  *   owner entry:  in_call = 1; B_o; load steal       (ASYM: B_o = nothing)
+ *                 if steal: in_call = 0, wait for steal == 0, retry
  *   owner exit:   in_call = 0 (release store: just a buffered store on TSO)
  *   stealer:      steal = 1; B_s; load in_call; if 0: drain cache; steal = 0
  *
@@ -91,9 +92,18 @@ proctype owner() {
             :: true -> skip
             fi;
             assert(!stealer_cs)
-        :: else -> skip                /* bypass: work on the stack directly */
+        :: else ->
+            /* claimed: leave the call (in_call = 0), wait until the claim
+             * drops (pool.c tm_cache_enter_wait_); the call is retried as
+             * the next one */
+            sb_store(0);
+            (steal == 0)
         fi;
-        if :: cs -> sb_store(2) :: else -> sb_store(0) fi   /* in_call = 0, release */
+        if
+        :: cs -> sb_store(2)                                /* in_call = 0, release */
+        :: !cs && s == 0 -> sb_store(0)
+        :: else -> skip                                     /* already left */
+        fi
     }
     finished++
 }

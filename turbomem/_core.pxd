@@ -13,10 +13,43 @@
 # The functions below are compiled into turbomem._core and reached through its
 # exported function table: never include turbomem/pool.h in another module,
 # because the pool's thread registry must live in exactly one place.
-# Return codes: 0 ok, TM_EEMPTY -1, TM_ERANGE -2, TM_EDOUBLEFREE -3 (see errors).
-# The caller keeps the Pool object alive and does not close it while inside.
+# Return codes: TM_OK 0, TM_EEMPTY -1, TM_ERANGE -2, TM_EDOUBLEFREE -3, ...
+# (exported below, cimport them by name).  The caller keeps the Pool object
+# alive and does not close it while inside.
+#
+# A Pool(checked=False) follows DPDK's contract on these entry points: no
+# per-object state, no check that a handle was got or is returned once; the
+# caller promises both.  (Pool.put/put_bulk from Python still range-check.)
 
 from libc.stdint cimport uint32_t, uint64_t
+
+# The C core's return codes and pool flags (values as in turbomem/pool.h; the
+# definitions are repeated verbatim so that a cimporting module needs no
+# include path, and a mismatch with pool.h fails to compile in _core).
+cdef extern from *:
+    """
+    #define TM_OK 0
+    #define TM_EEMPTY (-1)
+    #define TM_ERANGE (-2)
+    #define TM_EDOUBLEFREE (-3)
+    #define TM_ENOMEM (-4)
+    #define TM_EINVAL (-5)
+    #define TM_EPOISON (-6)
+    #define TM_POOL_POISON 1u
+    #define TM_POOL_UNCHECKED 2u
+    #define TM_POOL_STATS 4u
+    """
+    enum:
+        TM_OK
+        TM_EEMPTY
+        TM_ERANGE
+        TM_EDOUBLEFREE
+        TM_ENOMEM
+        TM_EINVAL
+        TM_EPOISON
+        TM_POOL_POISON
+        TM_POOL_UNCHECKED
+        TM_POOL_STATS
 
 cdef extern from *:
     """
@@ -39,6 +72,8 @@ cdef class Pool:
     cdef readonly Py_ssize_t stride
     cdef readonly Py_ssize_t cache_size
     cdef readonly bint debug
+    cdef readonly bint checked
+    cdef readonly bint keeps_stats
     cdef char *_base
     cdef object _region
     cdef _MemoryState _memory

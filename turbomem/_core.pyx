@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: embedsignature=True, always_allow_keywords=False, binding=False
-"""The compiled core: Pool over include/turbomem/pool.h.
+"""The compiled core: Pool over include/turbomem/pool.h (+ src/pool.c).
 
 Everything here is the thin layer between Python objects and the C core:
 argument checking, the one function that turns C return codes into
@@ -40,8 +40,6 @@ cdef extern from "turbomem/pool.h" nogil:
         uint64_t cached, threads
         int asymmetric
 
-    int TM_OK, TM_EEMPTY, TM_ERANGE, TM_EDOUBLEFREE, TM_ENOMEM, TM_EINVAL, TM_EPOISON
-    unsigned TM_POOL_POISON
     unsigned TM_CACHE_MAX
     uint32_t TM_MAX_CAPACITY
     uint32_t TM_MAX_THREADS
@@ -174,11 +172,18 @@ cdef class Pool:
     """A fixed-size object pool over one huge-page-backed region.
 
     ``Pool(obj_size, capacity, *, cache_size=None, align=64, hugepages="auto",
-    numa_node=None, populate=True, debug=False)``
+    numa_node=None, populate=True, debug=False, checked=True, stats=False)``
 
     Handles are ints in ``[0, capacity)``; object ``h`` lives at byte
     ``h * stride`` of the region.  ``cache_size=None`` means 256, or
     ``capacity`` for smaller pools; 0 disables the per-thread caches.
+
+    ``checked=True`` (the default) keeps one state byte per object: a double
+    free or a foreign handle raises.  ``checked=False`` is DPDK's contract for
+    the C/cimport API (no per-object state); from Python, handles are still
+    range-checked, but a double free is not detected.  ``stats=True`` keeps
+    per-call counters (gets, puts, hits, misses); in_use/available are exact
+    either way.
     """
 
     def __cinit__(self, *args, **kwargs):
@@ -187,7 +192,8 @@ cdef class Pool:
         self._busy = 0
 
     def __init__(self, obj_size, capacity, *, cache_size=None, align=64,
-                 hugepages="auto", numa_node=None, populate=True, debug=None):
+                 hugepages="auto", numa_node=None, populate=True, debug=None,
+                 checked=True, stats=False):
         if self._c != NULL:
             raise TurbomemError("Pool.__init__ called twice")
         obj_size = _positive_int("obj_size", obj_size)
@@ -209,8 +215,13 @@ cdef class Pool:
         if hugepages not in HUGEPAGE_POLICIES:
             raise ValueError(f"hugepages must be one of {', '.join(map(repr, HUGEPAGE_POLICIES))}, "
                              f"got {hugepages!r}")
+        checked = _flag("checked", checked)
+        stats = _flag("stats", stats)
         if debug is None:
-            debug = os.environ.get("TURBOMEM_DEBUG", "") not in ("", "0")
+            # The environment switch applies to checked pools only.
+            debug = checked and os.environ.get("TURBOMEM_DEBUG", "") not in ("", "0")
+        if debug and not checked:
+            raise ValueError("debug=True needs checked=True (poisoning checks per-object state)")
         stride = (obj_size + align - 1) // align * align
         nbytes = stride * capacity
         if nbytes > (1 << 47):
@@ -222,6 +233,10 @@ cdef class Pool:
                                        numa_node=numa_node, populate=populate)
         cdef tm_pool_t *c = NULL
         cdef unsigned flags = TM_POOL_POISON if debug else 0
+        if not checked:
+            flags |= TM_POOL_UNCHECKED
+        if stats:
+            flags |= TM_POOL_STATS
         rc = tm_pool_create(&c, <uint32_t>capacity, <uint32_t>cache_size,
                             <void *><uintptr_t>region.addr, <size_t>stride,
                             <size_t>obj_size, flags)
@@ -236,6 +251,8 @@ cdef class Pool:
         self.stride = stride
         self.cache_size = cache_size
         self.debug = bool(debug)
+        self.checked = checked
+        self.keeps_stats = stats
         self._memory = _MemoryState(region)
         self._buffer = _RegionBuffer(self._memory, nbytes)
         self._whole_view = memoryview(self._buffer)
@@ -411,6 +428,16 @@ cdef class Pool:
         cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(arr)
         cdef uint32_t bad = 0
         cdef int rc
+        cdef Py_ssize_t first_bad
+        if not self.checked:
+            # The C core trusts an unchecked caller; Python code gets the
+            # range check (a stray handle must never reach the core's arrays).
+            first_bad = _first_out_of_range(data, count, self.capacity)
+            if first_bad >= 0:
+                err = InvalidHandleError(f"handle {data[first_bad]} is outside [0, {self.capacity}) "
+                                         f"(element {first_bad}; nothing was returned)")
+                err.index = first_bad
+                raise err
         if count >= NOGIL_BULK_MIN:
             self._enter_nogil()
             with nogil:
@@ -477,15 +504,19 @@ cdef class Pool:
         """Whether handle h is currently handed out (a hint under concurrency)."""
         if self._closed:
             raise _closed_error(self)
+        if not self.checked:
+            raise TurbomemError("an unchecked pool keeps no per-object state (checked=False)")
         cdef long long v = _to_handle(h)
-        return 0 <= v < self.capacity and bool(tm_pool_is_in_use(self._c, <uint32_t>v))
+        return 0 <= v < self.capacity and tm_pool_is_in_use(self._c, <uint32_t>v) == 1
 
     def stats(self):
         """Counters summed over every thread's cache (exact when quiescent).
 
         gets/puts count objects; cache_hits/cache_misses count calls (a call
-        is a hit when the thread's cache served it without the shared stack);
-        cached is the number of free objects parked in thread caches."""
+        is a hit when the thread's cache served it without the shared level);
+        these per-call counters are kept only with ``stats=True`` (else 0).
+        in_use/available are always exact when quiescent; cached is the number
+        of free objects parked in thread caches."""
         cdef tm_pool_stats_t st = _read_stats(self)
         return {
             "capacity": st.capacity,
@@ -499,6 +530,8 @@ cdef class Pool:
             "cached": st.cached,
             "threads": st.threads,
             "cache_size": self.cache_size,
+            "checked": self.checked,
+            "per_call_stats": self.keeps_stats,
             "hit_path": "fence-free (membarrier steal)" if st.asymmetric
                         else "seq_cst (membarrier unavailable)",
         }
@@ -533,6 +566,25 @@ cdef cnp.ndarray _handle_array(object handles, uint64_t limit):
             and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>handles)):
         return <cnp.ndarray>handles
     return _coerce_handles(handles, limit)
+
+
+cdef Py_ssize_t _first_out_of_range(const uint32_t *data, uint32_t n, uint32_t limit) noexcept:
+    """Index of the first handle >= limit, or -1."""
+    cdef uint32_t i, worst = 0
+    for i in range(n):  # branch-free scan first: the common case is clean
+        worst = worst if worst >= data[i] else data[i]
+    if n == 0 or worst < limit:
+        return -1
+    for i in range(n):
+        if data[i] >= limit:
+            return i
+    return -1
+
+
+def _flag(name, value):
+    if not isinstance(value, (bool, int)) or isinstance(value, int) and value not in (0, 1):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _positive_int(name, value):

@@ -11,9 +11,11 @@ from turbomem.bench import cli, core, report
 def canned_core_results():
     out = []
     for rep in range(5):
-        for impl, drv, rate in (("turbomem", "tm_stack", 300e6), ("dpdk", "ring_mp_mc", 150e6),
+        for impl, drv, rate in (("turbomem", "checked", 300e6), ("turbomem", "unchecked", 450e6),
+                                ("dpdk", "ring_mp_mc", 150e6),
                                 ("dpdk", "stack", 100e6), ("dpdk", "lf_stack", 50e6)):
-            for cache, bulk, threads in ((256, 1, 1), (256, 32, 1), (0, 1, 1), (0, 1, 2), (256, 1, 2)):
+            for cache, bulk, threads in ((256, 1, 1), (256, 32, 1), (0, 1, 1), (0, 1, 2), (256, 1, 2),
+                                         (256, 32, 2)):
                 r = rate * (1 + rep / 100.0)
                 out.append({"type": "result", "impl": impl, "driver": drv, "cache": cache, "bulk": bulk,
                             "n_keep": 128, "threads": threads, "rep": rep, "objects": int(r),
@@ -79,7 +81,7 @@ def test_all_runs_every_suite_and_prints_table(fake_runners, tmp_path):
     assert fake_runners == [("core", True), ("python", True), ("hugepages", True), ("pipeline", True)]
     assert "== core ==" in out and "== python ==" in out and "== hugepages ==" in out
     assert "== pipeline ==" in out
-    assert "TurboMem Mobj/s" in out and "TM/ring" in out
+    assert "checked ns/obj" in out and "unchecked/ring" in out
     assert "2.00x" in out  # 300 / 150
     assert "cpu:" in out and "load:" in out
     data = json.loads(js.read_text())
@@ -179,10 +181,17 @@ def test_core_rows_and_goals_from_canned_results():
     assert r["x_lf_stack"] == pytest.approx(6.0)
     assert r["x_ring_mp_mc_paired"]["n"] == 5
     assert r["tm_reps"] == 5 and r["tm_min"] < r["tm_max"]
+    assert r["xu_ring_mp_mc"] == pytest.approx(3.0)
     goals = {g["goal"]: g for g in core.evaluate_goals(rows, True)}
-    assert goals["cache 256, bulk 1, 1 thread vs ring_mp_mc"]["met"] is True   # 2.0 >= 1.5
-    assert goals["no cache, bulk 1, all threads vs ring_mp_mc"]["met"] is False  # 2.0 < 3
-    assert goals["no cache, bulk 1, 1 thread vs lf_stack"]["met"] is True       # 6.0 >= 3
+    # the canned rows have n_keep 128: the keep == bulk goals are not measured
+    assert goals["unchecked, cache 256, keep == bulk 1, 1 thread vs ring_mp_mc"]["met"] is None
+    worst = goals["checked, every cache-256 row vs ring_mp_mc (the lowest)"]
+    assert worst["met"] is True and worst["measured"] == pytest.approx(2.0)   # 2.0 >= 0.9
+    rows_k = core.build_rows([dict(x, n_keep=x["bulk"]) for x in canned_core_results()])
+    goals = {g["goal"]: g for g in core.evaluate_goals(rows_k, True)}
+    assert goals["unchecked, cache 256, keep == bulk 1, all threads vs ring_mp_mc"]["met"] is True  # 3 >= 1.2
+    assert goals["unchecked, cache 256, keep == bulk 32, 1 thread vs ring_mp_mc"]["met"] is True    # 3 >= 1.8
+    assert goals["unchecked, no cache, keep == bulk 1, 1 thread vs lf_stack"]["met"] is True       # 9 >= 3
     nod = core.evaluate_goals(rows, False)
     assert all(g["met"] is None and "skipped" in g["detail"] for g in nod)
 

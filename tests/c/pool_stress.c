@@ -11,8 +11,12 @@
  *               variable; thread B must get every remaining object (single
  *               gets and one get_bulk), then A is released.
  *   4. claimed: white-box: our own cache is claimed by a (simulated) stealer
- *               at entry; get_bulk must still count our cached objects.
+ *               when we enter; the call waits for the claim and still counts
+ *               our cached objects.
+ *   5. fork:    threads churn while the main thread forks; each child must
+ *               drain exactly `available` distinct handles (not under TSan).
  * At the end of each phase the pool is drained: each handle exactly once.
+ * Usage: pool_stress OPS [checked|unchecked|stats]   (default: checked)
  * Prints "pool_stress: ... OK" on success, exits 1 on the first failure.
  */
 #define _GNU_SOURCE
@@ -21,6 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <sched.h>
 
 #include "turbomem/pool.h"
 
@@ -38,6 +46,7 @@
 static unsigned char *mem;
 static tm_pool_t *pool;
 static uint32_t cap;
+static unsigned mode_flags; /* 0, TM_POOL_UNCHECKED or TM_POOL_STATS */
 
 static uint64_t rnd(uint64_t *s) {
     uint64_t x = *s;
@@ -115,7 +124,7 @@ static void *mixed(void *argp) {
             break;
         default: /* failing calls change nothing */
             if (tm_pool_put(pool, cap + 3) != TM_ERANGE) a->errors++;
-            if (n && n < 256) {
+            if (n && n < 256 && !(mode_flags & TM_POOL_UNCHECKED)) {
                 held[n] = cap;
                 if (tm_pool_put_bulk(pool, held, n + 1, &bad) != TM_ERANGE || bad != n) a->errors++;
             }
@@ -201,40 +210,92 @@ static void run_stealer(uint32_t nparkers, int bulk) {
 }
 
 /* ---- phase 4 ---------------------------------------------------------------- */
+static tm_cache_t *claim_target;
+
+static void *claim_briefly(void *unused) {
+    (void)unused;
+    /* SEQ_CST: the claimant's side of the handshake (cache.h). */
+    __atomic_store_n(&claim_target->steal, 1, __ATOMIC_SEQ_CST);
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    __atomic_store_n(&claim_target->steal, 0, __ATOMIC_RELEASE);
+    return NULL;
+}
+
 static void run_claimed_at_entry(void) {
-    uint32_t hs[16], h, others, k;
-    /* Park 8 objects in our own cache, hold everything else. */
-    for (int i = 0; i < 8; i++) CHECK(tm_pool_get(pool, &hs[i]) == TM_OK, "claimed: get");
-    for (int i = 0; i < 8; i++) CHECK(tm_pool_put(pool, hs[i]) == TM_OK, "claimed: put");
-    tm_pool_stats_t st;
-    tm_pool_stats(pool, &st);
-    others = (uint32_t)st.available - (uint32_t)st.cached;
-    uint32_t *rest = malloc((others + 1) * sizeof(uint32_t));
-    /* take the stack's objects with a stack-only pop, leaving our cache alone */
-    uint32_t retries = 0;
-    if (others)
-        CHECK(tm_stack_pop_bulk(&pool->stack, rest, others, &retries), "claimed: pop rest");
-    for (uint32_t i = 0; i < others; i++) tm_pool_mark_(pool, rest[i], TM_IN_USE);
-    tm_cache_t *c = tm_pool_cache_(pool);
-    CHECK(c && c->len >= 8 && c->len <= 16, "claimed: cache holds %u", c ? c->len : 0);
-    k = c->len;
-    /* A stealer has raised its flag on our cache at the instant we enter. */
-    __atomic_store_n(&c->steal, 1, __ATOMIC_SEQ_CST);
-    CHECK(tm_pool_get_bulk(pool, hs, k) == TM_OK,
-          "claimed: get_bulk(%u) failed while our own cache holds them (commit 7ef0755)", k);
+    uint32_t h;
+    uint32_t *all = malloc(cap * sizeof(uint32_t));
+    /* Park some objects in our own cache. */
+    for (int i = 0; i < 8; i++) CHECK(tm_pool_get(pool, &all[i]) == TM_OK, "claimed: get");
+    for (int i = 0; i < 8; i++) CHECK(tm_pool_put(pool, all[i]) == TM_OK, "claimed: put");
+    claim_target = pool->caches[tm_thread_slot1_ - 1];
+    CHECK(claim_target && claim_target->len >= 8, "claimed: nothing cached");
+    pthread_t t;
+    pthread_create(&t, NULL, claim_briefly, NULL);
+    while (!__atomic_load_n(&claim_target->steal, __ATOMIC_ACQUIRE)) sched_yield();
+    /* Our cache is claimed as we enter: the call must wait, then see it all. */
+    CHECK(tm_pool_get_bulk(pool, all, cap) == TM_OK, "claimed: get_bulk(all) failed");
     CHECK(tm_pool_get(pool, &h) == TM_EEMPTY, "claimed: one too many");
-    __atomic_store_n(&c->steal, 0, __ATOMIC_SEQ_CST);
-    CHECK(tm_pool_put_bulk(pool, hs, k, NULL) == TM_OK, "claimed: put back");
-    /* flag the stack-popped ones back as ours for the counters: they were never 'got' */
-    for (uint32_t i = 0; i < others; i++) tm_pool_mark_(pool, rest[i], TM_FREE);
-    if (others) tm_stack_push_bulk(&pool->stack, rest, others);
-    free(rest);
+    pthread_join(t, NULL);
+    CHECK(tm_pool_put_bulk(pool, all, cap, NULL) == TM_OK, "claimed: put back");
+    free(all);
+}
+
+/* ---- phase 5 ---------------------------------------------------------------- */
+static volatile int churn_stop;
+
+static void *churn(void *argp) {
+    uint64_t s = (uint64_t)(uintptr_t)argp;
+    uint32_t held[64];
+    while (!__atomic_load_n(&churn_stop, __ATOMIC_RELAXED)) {
+        uint32_t k = 1 + (uint32_t)(rnd(&s) % 64);
+        if (tm_pool_get_bulk(pool, held, k) == TM_OK)
+            CHECK(tm_pool_put_bulk(pool, held, k, NULL) == TM_OK, "churn: put");
+        for (uint32_t i = 0; i < k; i++)
+            if (tm_pool_get(pool, &held[i]) != TM_OK) { k = i; break; }
+        for (uint32_t i = 0; i < k; i++)
+            CHECK(tm_pool_put(pool, held[i]) == TM_OK, "churn: put1");
+    }
+    return NULL;
+}
+
+static void run_fork(int forks) {
+    pthread_t t[3];
+    churn_stop = 0;
+    for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 7));
+    for (int f = 0; f < forks; f++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork");
+        if (pid == 0) {
+            tm_pool_stats_t st;
+            tm_pool_stats(pool, &st);
+            uint8_t *seen = calloc(cap, 1);
+            uint32_t n = 0, h;
+            int ok = st.cached == 0;
+            while (ok && tm_pool_get(pool, &h) == TM_OK) {
+                ok = h < cap && !seen[h];
+                if (ok) seen[h] = 1;
+                n++;
+            }
+            if (!ok || n != st.available) {
+                fprintf(stderr, "pool_stress: FAIL fork child: drained %u, available %llu, ok %d\n",
+                        n, (unsigned long long)st.available, ok);
+                _exit(1);
+            }
+            _exit(0);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fork %d: child failed", f);
+    }
+    __atomic_store_n(&churn_stop, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
 }
 
 static void setup(uint32_t capacity, uint32_t cache_size) {
     cap = capacity;
     mem = calloc(capacity, OBJ);
-    CHECK(tm_pool_create(&pool, capacity, cache_size, mem, OBJ, OBJ, 0) == TM_OK, "create");
+    CHECK(tm_pool_create(&pool, capacity, cache_size, mem, OBJ, OBJ, mode_flags) == TM_OK, "create");
 }
 
 static void teardown(void) {
@@ -244,6 +305,13 @@ static void teardown(void) {
 
 int main(int argc, char **argv) {
     uint64_t ops = argc > 1 ? strtoull(argv[1], NULL, 10) : 200000;
+    const char *mode = argc > 2 ? argv[2] : "checked";
+    if (strcmp(mode, "unchecked") == 0)
+        mode_flags = TM_POOL_UNCHECKED;
+    else if (strcmp(mode, "stats") == 0)
+        mode_flags = TM_POOL_STATS;
+    else
+        CHECK(strcmp(mode, "checked") == 0, "mode must be checked, unchecked or stats: %s", mode);
     uint64_t total = 0;
     static const struct { uint32_t cap, cache; int threads; } cases[] = {
         {4096, 256, 2}, {512, 32, 4}, {100, 8, 8}, {20000, 512, 16}, {64, 0, 16}, {64, 1, 6},
@@ -278,8 +346,19 @@ int main(int argc, char **argv) {
     drain_and_count("claimed", cap);
     teardown();
 
-    printf("pool_stress: %llu mixed ops, 1000 exiting threads, 8 steal scenarios, "
-           "claimed-at-entry; hit path %s: OK\n", (unsigned long long)total,
+    const char *forked = "fork skipped (TSan)";
+#ifndef __SANITIZE_THREAD__
+    forked = "20 forks while threads churn";
+    for (size_t i = 0; i < 2; i++) {
+        setup(i ? 3000 : 1000, i ? 256 : 0);
+        run_fork(10);
+        drain_and_count("fork", cap);
+        teardown();
+    }
+#endif
+
+    printf("pool_stress (%s): %llu mixed ops, 1000 exiting threads, 8 steal scenarios, "
+           "claimed-at-entry, %s; hit path %s: OK\n", mode, (unsigned long long)total, forked,
            tm_pool_asymmetric() ? "asymmetric (membarrier)" : "symmetric (seq_cst)");
     return 0;
 }

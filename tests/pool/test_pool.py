@@ -152,7 +152,8 @@ def test_close_unmaps_at_once_without_views():
     assert pool.memory_released
 
 
-def test_stats_count_every_operation(pool):
+def test_stats_count_every_operation():
+    pool = tm.Pool(256, 4096, stats=True)  # per-call counters are opt-in
     hs = pool.get_bulk(10)
     h = pool.get()
     pool.put(h)

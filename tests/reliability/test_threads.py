@@ -178,7 +178,7 @@ STRESS_CASES = [
 @pytest.mark.parametrize("threads,cap,cache,ops,hold,bulk", STRESS_CASES)
 def test_nogil_mixed_stress(stress, threads, cap, cache, ops, hold, bulk):
     """>= 10**7 operations in all (oversubscribed on 2 cores on purpose)."""
-    p = tm.Pool(64, cap, cache_size=cache, populate=False)
+    p = tm.Pool(64, cap, cache_size=cache, populate=False, stats=True)
     results = [None] * threads
 
     def run(i):

@@ -24,6 +24,18 @@ def include_dir() -> Path:
     )
 
 
+def core_sources() -> list:
+    """The compiled half of the core (src/pool.c) to link beside a C program.
+
+    An installed package ships it as ``turbomem/src/pool.c``; a source
+    checkout has it at ``<repo>/src/pool.c``.
+    """
+    for cand in (_PKG / "src", _REPO / "src"):
+        if (cand / "pool.c").is_file():
+            return [cand / "pool.c"]
+    raise FileNotFoundError("src/pool.c not found (looked in %s and %s)" % (_PKG / "src", _REPO / "src"))
+
+
 def bench_source(name: str) -> Path:
     """A C source shipped beside this module (core_bench.c, chase.c)."""
     return _HERE / name

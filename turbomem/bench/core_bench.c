@@ -4,13 +4,14 @@
  * gets n_keep objects in bulks of `bulk`, then puts them all back in bulks of
  * `bulk`; one "object" is one get plus one put (DPDK's rate_persec).
  *
- * This file is the ONLY translation unit that includes turbomem/pool.h (its
- * registry and TLS slot are static).
+ * TurboMem runs in two modes, both through include/turbomem/pool.h and the
+ * compiled src/pool.c: "checked" (the default: per-object state, double
+ * frees refused) and "unchecked" (TM_POOL_UNCHECKED: DPDK's contract).
  *
  * Build (TurboMem only):
- *   cc -O2 -march=native -I include turbomem/bench/core_bench.c -o core_bench -lpthread
+ *   cc -O2 -march=native -I include turbomem/bench/core_bench.c src/pool.c -o core_bench -lpthread
  * Build (with DPDK):
- *   cc -O2 -march=native -DTM_WITH_DPDK -I include turbomem/bench/core_bench.c \
+ *   cc -O2 -march=native -DTM_WITH_DPDK -I include turbomem/bench/core_bench.c src/pool.c \
  *      -o core_bench $(pkg-config --cflags --libs libdpdk) -lpthread
  *
  * Usage: core_bench [options]      (see usage() below)
@@ -60,7 +61,7 @@ enum impl_kind { IMPL_TM = 0, IMPL_DPDK = 1 };
 struct impl {
     enum impl_kind kind;
     const char *name;   /* "turbomem" / "dpdk" */
-    const char *driver; /* "tm_stack" / "ring_mp_mc" / "stack" / "lf_stack" */
+    const char *driver; /* "checked" / "unchecked" / "ring_mp_mc" / "stack" / "lf_stack" */
 };
 
 static struct opts {
@@ -78,11 +79,12 @@ static struct opts {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: core_bench [--impls tm,ring_mp_mc,stack,lf_stack] [--caches 0,256,512]\n"
+            "usage: core_bench [--impls tm,tm_unchecked,ring_mp_mc,stack,lf_stack] [--caches 0,256,512]\n"
             "                  [--bulks 1,4,8,32,64,128,256] [--keeps bulk,128,512,2048]\n"
             "                  [--threads 1,all] [--reps 5] [--seconds 0.2] [--warmup 0.02]\n"
             "                  [--pool-size 16384] [--list] [-- EAL args...]\n"
-            "  --impls: tm is TurboMem; the others are DPDK mempool drivers (needs -DTM_WITH_DPDK).\n"
+            "  --impls: tm is TurboMem checked (default mode), tm_unchecked TM_POOL_UNCHECKED;\n"
+            "           the others are DPDK mempool drivers (needs -DTM_WITH_DPDK).\n"
             "  --keeps: 'bulk' means n_keep = bulk; combinations with n_keep < bulk are skipped.\n"
             "  --threads: numbers or 'all' (= online CPUs, or the EAL lcore count).\n"
             "  --list: print the measurement plan as JSON lines and exit.\n"
@@ -123,7 +125,9 @@ static int parse_impls(const char *s) {
             break;
         struct impl *im = &O.impls[O.nimpls];
         if (strcmp(tok, "tm") == 0 || strcmp(tok, "turbomem") == 0) {
-            *im = (struct impl){IMPL_TM, "turbomem", "tm_stack"};
+            *im = (struct impl){IMPL_TM, "turbomem", "checked"};
+        } else if (strcmp(tok, "tm_unchecked") == 0) {
+            *im = (struct impl){IMPL_TM, "turbomem", "unchecked"};
         } else if (strcmp(tok, "ring_mp_mc") == 0 || strcmp(tok, "stack") == 0 ||
                    strcmp(tok, "lf_stack") == 0) {
 #ifdef TM_WITH_DPDK
@@ -407,7 +411,8 @@ static int region_init(unsigned n) {
 
 static int pool_setup(struct job *j, char *err, size_t errlen) {
     if (j->impl->kind == IMPL_TM) {
-        int rc = tm_pool_create(&j->tp, O.pool_size, j->cache, REGION, ELT_SIZE, ELT_SIZE, 0);
+        unsigned flags = strcmp(j->impl->driver, "unchecked") == 0 ? TM_POOL_UNCHECKED : 0;
+        int rc = tm_pool_create(&j->tp, O.pool_size, j->cache, REGION, ELT_SIZE, ELT_SIZE, flags);
         if (rc != TM_OK) {
             snprintf(err, errlen, "tm_pool_create: %d", rc);
             return -1;
@@ -476,7 +481,7 @@ static void emit_plan_item(const char *impl, const char *drv, unsigned cache, un
 
 int main(int argc, char **argv) {
     /* defaults: DPDK's mempool_perf_autotest matrix */
-    const char *impls = "tm,ring_mp_mc,stack,lf_stack";
+    const char *impls = "tm,tm_unchecked,ring_mp_mc,stack,lf_stack";
     parse_list("0,256,512", O.caches, &O.ncaches, 0, 0);
     parse_list("1,4,8,32,64,128,256", O.bulks, &O.nbulks, 0, 0);
     parse_list("bulk,128,512,2048", O.keeps, &O.nkeeps, 1, 0);
