@@ -265,7 +265,7 @@ def test_fork_child_holds_every_free_object_once(checked):
 
 def _load(name):
     from turbomem.cybuild import build_and_import
-    return build_and_import(name, Path(__file__).resolve().parent / "cy" / f"{name}.pyx")
+    return build_and_import(name, Path(__file__).resolve().parent.parent / "cy" / f"{name}.pyx")
 
 
 @pytest.mark.parametrize("checked", MODES)
