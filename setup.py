@@ -38,10 +38,18 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
         libraries=["pthread"],
-    )
+    ),
+    # AF_XDP / TPACKET_V3 hot loops (include/turbomem/xsk.h); cimports _core.
+    Extension(
+        "turbomem.packet._xsk",
+        ["turbomem/packet/_xsk.pyx"],
+        include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
+    ),
 ]
 
 setup(
-    ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}),
+    ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}, include_path=[HERE]),
     cmdclass={"build_py": build_py_with_headers},
 )
