@@ -229,6 +229,10 @@ class XdpSocket:
             raise ValueError(f"an AF_XDP UMEM needs frames of 2048 or 4096 bytes: the pool's stride "
                              f"is {pool.stride} (make the pool with obj_size 2048 or 4096, or align "
                              f"to one of them)")
+        if pool.obj_size != pool.stride:
+            raise ValueError(f"an AF_XDP frame is the whole {pool.stride}-byte stride, but the pool's "
+                             f"objects are {pool.obj_size} bytes: packets would not fit in the "
+                             f"objects (make the pool with obj_size {pool.stride})")
         if pool.address % _sys.PAGE_SIZE:
             raise ValueError("the pool's region is not page-aligned")
         self.ifindex = _sys.if_nametoindex(ifname)  # ValueError / OSError(ENODEV)
