@@ -134,6 +134,7 @@ def main(argv=None):
             if args.source is not None:
                 source = live_source(args.source, pool, count=args.count, duration=args.duration,
                                      idle=args.idle)
+                print(f"capturing on {args.source}", file=sys.stderr, flush=True)
             elif sock is not None:
                 source = UdpSource(sock, pool, args.burst, count=args.count,
                                    duration=args.duration, idle=args.idle)

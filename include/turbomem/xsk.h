@@ -43,17 +43,19 @@
  *       ACQUIRE, pairing with the kernel's release of the consumer
  *       (smp_store_release in __xskq_cons_release): the kernel has finished
  *       reading those slots before we overwrite them.
- *   X4. producer rings: our store of the producer word is RELEASE, pairing
- *       with the kernel's acquire load of the producer (smp_load_acquire in
- *       __xskq_cons_peek): the descriptors are written before the kernel
- *       reads them.
- *   X5. need_wakeup: the flags word is loaded RELAXED after a SEQ_CST fence
- *       that follows the producer store.  Without the fence the flags load
- *       could be satisfied before the producer store is visible (store->load
- *       reordering), and we could see "no wakeup needed" while the kernel,
+ *   X4. producer rings: our store of the producer word is SEQ_CST (which
+ *       includes RELEASE), pairing with the kernel's acquire load of the
+ *       producer (smp_load_acquire in __xskq_cons_peek): the descriptors are
+ *       written before the kernel reads them.  SEQ_CST rather than RELEASE
+ *       only for X5.
+ *   X5. need_wakeup: the flags word is loaded SEQ_CST.  A SEQ_CST store
+ *       followed by a SEQ_CST load of another word cannot be reordered
+ *       (store->load), so we never read a flag older than our producer
+ *       store; otherwise we could see "no wakeup needed" while the kernel,
  *       which set the flag and then looked at our (old) producer, sleeps: a
- *       lost wakeup.  The fence costs one full barrier per burst, not per
- *       packet.
+ *       lost wakeup.  This costs one full barrier per burst (XCHG on x86),
+ *       not per packet.  (A fence would do the same, but ThreadSanitizer
+ *       cannot check fences.)
  *
  * TPACKET_V3 (AF_PACKET PACKET_RX_RING, version 3): the ring is block_nr
  * blocks of block_size bytes.  The kernel fills a block with packets, then
@@ -131,11 +133,11 @@ static inline uint32_t tm_xsk_cons_avail(const tm_xsk_ring_t *r)
     return prod - r->own;
 }
 
-/* X4: publish n produced slots.  RELEASE. */
+/* X4: publish n produced slots.  SEQ_CST (release + the X5 store->load order). */
 static inline void tm_xsk_prod_submit(tm_xsk_ring_t *r, uint32_t n)
 {
     r->own += n;
-    __atomic_store_n(r->producer, r->own, __ATOMIC_RELEASE);
+    __atomic_store_n(r->producer, r->own, __ATOMIC_SEQ_CST);
 }
 
 /* X2: hand n consumed slots back.  RELEASE. */
@@ -145,11 +147,10 @@ static inline void tm_xsk_cons_release(tm_xsk_ring_t *r, uint32_t n)
     __atomic_store_n(r->consumer, r->own, __ATOMIC_RELEASE);
 }
 
-/* X5: does the kernel want a syscall to notice new work on this ring? */
+/* X5: does the kernel want a syscall to notice new work on this ring?  SEQ_CST. */
 static inline int tm_xsk_needs_wakeup(const tm_xsk_ring_t *r)
 {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    return (__atomic_load_n(r->flags, __ATOMIC_RELAXED) & TM_XSK_NEED_WAKEUP) != 0;
+    return (__atomic_load_n(r->flags, __ATOMIC_SEQ_CST) & TM_XSK_NEED_WAKEUP) != 0;
 }
 
 /*

@@ -33,19 +33,35 @@ for i in range(count):
 """
 
 
+def _start_pipeline(*args):
+    """Start examples/pipeline.py and wait until its source is open."""
+    p = subprocess.Popen([sys.executable, str(EXAMPLE), *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stderr.readline()
+    if not line.startswith("capturing on"):
+        p.kill()
+        raise AssertionError(f"pipeline did not start: {line}{p.stderr.read()}")
+    return p
+
+
+def _finish_pipeline(p):
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return json.loads(out)
+
+
 @pytest.mark.parametrize("kind", ["xdp", "packet"])
 def test_pipeline_live_source(lab, kind):
     count = 400
-    sender = lab.spawn([sys.executable, "-c", _SEND, lab.far, lab.near_mac.hex(),
-                        lab.far_mac.hex(), str(count)])
+    pipe = _start_pipeline("--source", f"{kind}:{lab.near}", "--count", str(count), "--idle", "3",
+                           "--json", "--pool-size", "4096")
     try:
-        r = subprocess.run([sys.executable, str(EXAMPLE), "--source", f"{kind}:{lab.near}",
-                            "--count", str(count), "--idle", "3", "--json", "--pool-size", "4096"],
-                           capture_output=True, text=True, timeout=60)
-    finally:
+        sender = lab.spawn([sys.executable, "-c", _SEND, lab.far, lab.near_mac.hex(),
+                            lab.far_mac.hex(), str(count)])
         assert sender.wait(timeout=30) == 0
-    assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout)
+        res = _finish_pipeline(pipe)
+    finally:
+        pipe.kill()
     assert res["buffers_conserved"]
     assert res["stages"][0]["packets"] == count
     assert res["forwarded"] == count // 2
@@ -59,19 +75,18 @@ def test_pipeline_xdp_sink_forwards_to_the_wire(lab):
     count = 200
     listener = lab.spawn([sys.executable, "-c", _COUNT_UDP, lab.far, str(count // 2), "20"],
                          stdout=subprocess.PIPE, text=True)
-    sender = lab.spawn([sys.executable, "-c", _SEND, lab.far, lab.near_mac.hex(),
-                        lab.far_mac.hex(), str(count)])
+    assert listener.stdout.readline().strip() == "ready"
+    pipe = _start_pipeline("--source", f"packet:{lab.near}", "--sink", f"xdp:{lab.near}",
+                           "--count", str(count), "--idle", "3", "--json", "--pool-size", "4096")
     try:
-        r = subprocess.run([sys.executable, str(EXAMPLE), "--source", f"packet:{lab.near}",
-                            "--sink", f"xdp:{lab.near}", "--count", str(count), "--idle", "3",
-                            "--json", "--pool-size", "4096"],
-                           capture_output=True, text=True, timeout=60)
+        sender = lab.spawn([sys.executable, "-c", _SEND, lab.far, lab.near_mac.hex(),
+                            lab.far_mac.hex(), str(count)])
         assert sender.wait(timeout=30) == 0
+        res = _finish_pipeline(pipe)
         out, _ = listener.communicate(timeout=30)
     finally:
         listener.kill()
-    assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout)
+        pipe.kill()
     assert res["buffers_conserved"] and res["forwarded"] == count // 2
     assert int(out.strip() or 0) == count // 2
 
@@ -82,6 +97,7 @@ ifname, want, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
 s.bind((ifname, 0x0800))
 s.settimeout(0.2)
+print("ready", flush=True)
 n = 0
 end = time.time() + secs
 while n < want and time.time() < end:

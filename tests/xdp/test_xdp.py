@@ -64,7 +64,7 @@ def test_transmit_and_completion_return_frames_to_the_pool(lab):
     listener = lab.spawn([sys.executable, "-c", _COUNT_FRAMES, lab.far, str(count), "5"],
                          stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.3)
+        assert listener.stdout.readline().strip() == "ready"
         with tm.Pool(2048, 2048) as pool:
             with XdpSocket(pool, lab.near, rx=False, tx=True, ring_size=512) as sock:
                 assert attached_program(lab.near) is None  # tx only: no program
@@ -85,7 +85,7 @@ def test_transmit_and_completion_return_frames_to_the_pool(lab):
         out, _ = listener.communicate(timeout=10)
     finally:
         listener.kill()
-    got = sorted(int(x) for x in out.split())
+    got = sorted(int(x) for x in out.split())  # the listener's lines after "ready"
     assert got == list(range(count))
 
 
@@ -95,6 +95,7 @@ ifname, want, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88B5))
 s.bind((ifname, 0x88B5))
 s.settimeout(0.2)
+print("ready", flush=True)
 seqs = []
 end = time.time() + secs
 while len(seqs) < want and time.time() < end:
