@@ -36,7 +36,7 @@ def _send_async(lab, count, size, first=0):
 def test_every_frame_arrives_once(lab, size):
     count = 2000
     with tm.Pool(2048, 4096) as pool:
-        with TPacketReceiver(pool, lab.near, block_size=1 << 16, block_nr=16) as rx:
+        with TPacketReceiver(pool, lab.near, block_size=1 << 16, block_nr=64) as rx:  # holds all 2000
             sender = _send_async(lab, count, size)
             try:
                 seen, foreign, good = collect(lambda: rx.recv(timeout=0.2), pool, count)
