@@ -344,3 +344,39 @@ def test_garbage_collected_socket_detaches(lab):
         gc.collect()
         assert attached_program(lab.near) is None
         assert pool.available == pool.capacity
+
+
+_BLOCK_IN_RECV = r"""
+import sys
+import turbomem as tm
+from turbomem.packet.xdp import XdpSocket
+from turbomem.packet.tpacket import TPacketReceiver
+pool = tm.Pool(2048, 512)
+if sys.argv[2] == "xdp":
+    sock = XdpSocket(pool, sys.argv[1], ring_size=128)
+else:
+    sock = TPacketReceiver(pool, sys.argv[1], block_size=1 << 16, block_nr=2)
+print("blocking", flush=True)
+try:
+    sock.recv(timeout=None)
+except KeyboardInterrupt:
+    sock.close()
+    print("interrupted", pool.available == pool.capacity, flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ["xdp", "packet"])
+def test_ctrl_c_interrupts_a_blocking_recv(lab, kind):
+    import signal
+
+    p = subprocess.Popen([sys.executable, "-c", _BLOCK_IN_RECV, lab.near, kind],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "blocking"
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=5)
+    finally:
+        p.kill()
+    assert out.strip() == "interrupted True"
+    assert attached_program(lab.near) is None
