@@ -380,3 +380,16 @@ def test_ctrl_c_interrupts_a_blocking_recv(lab, kind):
         p.kill()
     assert out.strip() == "interrupted True"
     assert attached_program(lab.near) is None
+
+
+def test_pool_closed_while_the_socket_is_open(lab):
+    pool = tm.Pool(2048, 512)
+    sock = XdpSocket(pool, lab.near, ring_size=128)
+    lab.send_frames(10, 64)
+    pool.close()
+    assert not pool.memory_released  # the socket's anchor keeps the UMEM mapped
+    with pytest.raises(tm.PoolClosedError):
+        sock.recv(timeout=0)
+    sock.close()
+    assert pool.memory_released
+    assert attached_program(lab.near) is None
