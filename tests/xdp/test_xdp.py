@@ -393,3 +393,17 @@ def test_pool_closed_while_the_socket_is_open(lab):
     sock.close()
     assert pool.memory_released
     assert attached_program(lab.near) is None
+
+
+def test_interface_removed_under_an_open_socket(lab):
+    with tm.Pool(2048, 512) as pool:
+        sock = XdpSocket(pool, lab.near, ring_size=128)
+        lab.send_frames(5, 64)
+        subprocess.run(["ip", "link", "del", lab.near], check=True)
+        try:
+            h, _ = sock.recv(timeout=0.2)  # what arrived before, or nothing: never a crash
+            pool.put_bulk(h)
+        except OSError:
+            pass
+        sock.close()
+        assert pool.available == pool.capacity
