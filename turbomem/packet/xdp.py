@@ -18,7 +18,8 @@ the user side.  Copies of packet data between the wire and the pool:
   the NIC DMAs into the pool object;
 * copy bind (``mode="copy"``, and every driver without ZC, e.g. veth): 1;
   the kernel copies the packet from its own buffer (skb or XDP frame) into
-  the pool object, in xsk_rcv.
+  the pool object, in xsk_rcv.  (veth copies a locally sent skb once more
+  before that when it lacks the 256 bytes of XDP headroom.)
 
 ``xsk.mode`` says which one the kernel gave us (``XDP_OPTIONS``), and
 ``xsk.xdp_mode`` whether the XDP program runs in the driver (``"drv"``) or in
