@@ -127,3 +127,29 @@ def test_close_under_receive(lab):
         assert len(errors) == 1 and isinstance(errors[0], TPacketError)
         assert pool.available == pool.capacity
         rx.close()
+
+
+def test_interface_removed_under_a_blocked_receive(lab):
+    import subprocess
+
+    with tm.Pool(2048, 64) as pool:
+        rx = TPacketReceiver(pool, lab.near, block_size=1 << 16, block_nr=2)
+        errors = []
+
+        def blocked():
+            try:
+                rx.recv(timeout=None)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        t = threading.Thread(target=blocked)
+        t.start()
+        time.sleep(0.2)
+        subprocess.run(["ip", "link", "del", lab.near], check=True)
+        t.join(3.0)
+        alive = t.is_alive()
+        rx.close()
+        t.join(2.0)
+        assert not alive, "recv kept waiting on a deleted interface"
+        assert len(errors) == 1 and isinstance(errors[0], OSError)
+        assert pool.available == pool.capacity

@@ -296,6 +296,12 @@ def test_send_validation(lab):
                     sock.send(np.asarray(hs), np.asarray(ls), **kw)
             with pytest.raises(TypeError):
                 sock.send(np.array([1.0]), np.array([64]))
+            free = [x for x in range(pool.capacity) if not pool.is_in_use(x)][0]
+            with pytest.raises(ValueError, match="free in the pool"):
+                sock.send(np.array([free]), np.array([64]))
+            for bad in (1.5, True, "3"):
+                with pytest.raises(TypeError):
+                    sock.recv(bad, timeout=0)
             # A frame on the fill ring is the kernel's: sending it is refused.
             kernel_frame = int(np.flatnonzero(sock._rings.owned_array())[0])
             with pytest.raises(ValueError, match="already with the kernel"):
@@ -405,5 +411,7 @@ def test_interface_removed_under_an_open_socket(lab):
             pool.put_bulk(h)
         except OSError:
             pass
+        with pytest.raises(XdpError, match="no longer bound"):
+            sock.recv(timeout=None)  # must not wait forever
         sock.close()
         assert pool.available == pool.capacity

@@ -33,7 +33,7 @@ import numpy as np
 from turbomem import _sys
 from turbomem._handles import acquire, release
 from turbomem.errors import PoolClosedError, TurbomemError
-from turbomem.packet.xdp import validate_timeout
+from turbomem.packet.xdp import _count, validate_timeout
 
 __all__ = ["TPacketReceiver", "TPacketSource"]
 
@@ -157,7 +157,7 @@ class TPacketReceiver:
         waits, t > 0 waits up to t seconds; Ctrl-C interrupts a wait.
         """
         wait = validate_timeout(timeout)
-        n = self.burst if max_packets is None else int(max_packets)
+        n = self.burst if max_packets is None else _count(max_packets)
         if n < 0:
             raise ValueError(f"max_packets must be >= 0, got {max_packets!r}")
         n = min(n, self.burst)
@@ -184,7 +184,21 @@ class TPacketReceiver:
             if poller is None:
                 poller = select.poll()
                 poller.register(fd, select.POLLIN | select.POLLERR)
-            poller.poll(max(1, int(left * 1000)))
+            events = poller.poll(max(1, int(left * 1000)))
+            if events and events[0][1] & (select.POLLERR | select.POLLNVAL | select.POLLHUP):
+                self._raise_socket_error()
+
+    def _raise_socket_error(self):
+        """POLLERR: the interface went down or away; say so instead of spinning."""
+        import os
+
+        with self._lock:
+            if self._closed:
+                raise TPacketError(9, f"TPACKET_V3 receiver on {self.ifname} is closed")
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise TPacketError(err, f"TPACKET_V3 receiver on {self.ifname}: {os.strerror(err)}")
+        time.sleep(_POLL_SLICE)  # an error already reported once: do not spin
 
     def statistics(self) -> dict:
         """PACKET_STATISTICS (reading resets the kernel's counters) plus ours."""

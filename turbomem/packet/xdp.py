@@ -82,6 +82,15 @@ def validate_timeout(timeout):
     return t
 
 
+def _count(value) -> int:
+    """An int (not a bool, not a float) for counts given by the caller."""
+    if isinstance(value, bool):
+        raise TypeError("a count must be an int, not a bool")
+    import operator
+
+    return operator.index(value)
+
+
 def _rx_queue_count(ifname: str) -> int:
     try:
         return sum(1 for q in os.listdir(f"/sys/class/net/{ifname}/queues") if q.startswith("rx-"))
@@ -413,7 +422,7 @@ class XdpSocket:
         wait = validate_timeout(timeout)
         if not self._has_rx:
             raise ValueError("this socket was made with rx=False")
-        n = self.batch if max_packets is None else int(max_packets)
+        n = self.batch if max_packets is None else _count(max_packets)
         if n < 0:
             raise ValueError(f"max_packets must be >= 0, got {max_packets!r}")
         n = min(n, self.batch)
@@ -438,7 +447,20 @@ class XdpSocket:
                 poller.register(fd, select.POLLIN)
             # poll() releases the GIL; a signal interrupts it and Python runs
             # the handler (KeyboardInterrupt propagates from here).
-            poller.poll(max(1, int(left * 1000)))
+            if not poller.poll(max(1, int(left * 1000))):
+                self._check_bound()
+
+    def _check_bound(self):
+        """Raise if the kernel unbound the socket (its interface went away):
+        a blocking recv would otherwise wait forever."""
+        import errno as _errno
+
+        with self._lock:
+            self._check_open()
+            err = self._rings.kick_rx(self._fd)
+        if err in (_errno.ENXIO, _errno.ENETDOWN, _errno.ENODEV):
+            raise XdpError(err, f"{self!r}: the socket is no longer bound ({os.strerror(err)}); "
+                                f"was {self.ifname} removed?")
 
     # ----- transmit
 
@@ -465,6 +487,10 @@ class XdpSocket:
                 raise ValueError(f"each length must be >= 1 and offset + length <= {stride}")
             if len(np.unique(hs)) != len(hs):
                 raise ValueError("a handle appears twice in one send")
+            is_in_use = self.pool.is_in_use
+            for h in hs.tolist():
+                if not is_in_use(h):
+                    raise ValueError(f"handle {h} is free in the pool: only objects you hold can be sent")
         hs = hs.astype(np.uint32, copy=False)
         ls = ls.astype(np.uint32, copy=False)
         with self._lock:
