@@ -415,3 +415,52 @@ def test_interface_removed_under_an_open_socket(lab):
             sock.recv(timeout=None)  # must not wait forever
         sock.close()
         assert pool.available == pool.capacity
+
+
+def test_a_forked_child_does_not_keep_the_program_attached(lab):
+    import os
+    import signal
+
+    with tm.Pool(2048, 512) as pool:
+        sock = XdpSocket(pool, lab.near, ring_size=128)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: the socket is the parent's; report, then outlive the parent's close
+            try:
+                os.write(w, b"%d %d" % (int(sock.closed), pool.available))
+                time.sleep(10)
+            finally:
+                os._exit(0)
+        os.close(w)
+        try:
+            closed, avail = os.read(r, 100).split()
+            assert closed == b"1" and int(avail) == pool.capacity  # the child's copy is whole
+            sock.close()
+            assert attached_program(lab.near) is None  # although the child still runs
+            assert pool.available == pool.capacity
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
+
+
+def test_second_socket_on_the_same_queue_is_refused(lab):
+    with tm.Pool(2048, 1024) as pool:
+        with XdpSocket(pool, lab.near, ring_size=128) as first:
+            with pytest.raises(XdpError):
+                XdpSocket(pool, lab.near, ring_size=128)
+            lab.send_frames(20, 64)
+            seen, _, good = collect(_recv(first), pool, 20)
+            assert sorted(seen) == list(range(20)) and good
+            assert pool.available + first.in_kernel == pool.capacity
+        assert pool.available == pool.capacity
+        assert attached_program(lab.near) is None
+
+
+def test_debug_pool(lab):
+    with tm.Pool(2048, 512, debug=True) as pool:
+        with XdpSocket(pool, lab.near, ring_size=128) as sock:
+            lab.send_frames(30, 200)
+            seen, _, good = collect(_recv(sock), pool, 30)
+            assert sorted(seen) == list(range(30)) and good
+        assert pool.available == pool.capacity

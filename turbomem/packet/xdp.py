@@ -169,6 +169,23 @@ def _close_fds(fds):
 
 _programs: dict = {}
 _programs_lock = threading.Lock()
+_live_sockets: "weakref.WeakSet[XdpSocket]" = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    # The child inherits every fd: without this, a child that outlives the
+    # parent's close() keeps the program attached (the link lives while any
+    # copy of its fd does).
+    global _programs_lock
+    _programs_lock = threading.Lock()
+    for prog in list(_programs.values()):
+        prog.close()
+    _programs.clear()
+    for sock in list(_live_sockets):
+        sock._forget_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _acquire_program(ifname, ifindex, xdp_mode, slots):
@@ -275,6 +292,7 @@ class XdpSocket:
             raise
         self._closed = False
         self._finalizer = weakref.finalize(self, XdpSocket._teardown_state, self._state())
+        _live_sockets.add(self)
 
     # ----- setup / teardown
 
@@ -368,6 +386,26 @@ class XdpSocket:
 
     def _teardown(self):
         XdpSocket._teardown_state(self._state())
+
+    def _forget_in_child(self):
+        """After fork, in the child: this socket is the parent's.  Close the
+        inherited fds (or the child would keep the XDP program attached after
+        the parent closes), and give the frames the kernel held back to the
+        child's private copy of the pool.  No lock is taken: a parent thread
+        may have held it at the fork."""
+        self._lock = threading.Lock()
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        self._rings.detach_all()
+        left = self._rings.take_all_owned()
+        if len(left) and not self.pool.closed:
+            self.pool.put_bulk(left)
 
     def close(self):
         """Detach (if last on the interface), close, and return every frame the
