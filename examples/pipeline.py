@@ -13,6 +13,7 @@ pipeline checks that every buffer went back: pool.available == pool.capacity.
     python examples/pipeline.py --source xdp:eth0 --count 100000    # AF_XDP, pool as UMEM (root)
     python examples/pipeline.py --source packet:eth0 --duration 10  # AF_PACKET TPACKET_V3 (root)
     python examples/pipeline.py --source xdp:veth0 --sink xdp:veth1  # forward with AF_XDP tx
+    python examples/pipeline.py --source packet:veth0 --sink packet:veth1
 
 The machinery lives in turbomem.pipeline (shared with the benchmark).
 """
@@ -52,7 +53,8 @@ def build_parser():
     src.add_argument("--source", metavar="KIND:IFACE",
                      help="live capture: xdp:IFACE[:QUEUE] (AF_XDP, the pool is the UMEM; obj_size "
                           "must be 2048 or 4096) or packet:IFACE (TPACKET_V3 ring)")
-    p.add_argument("--sink", metavar="xdp:IFACE", help="transmit forwarded packets on IFACE with AF_XDP")
+    p.add_argument("--sink", metavar="KIND:IFACE",
+                   help="transmit forwarded packets on IFACE: xdp:IFACE (AF_XDP) or packet:IFACE (AF_PACKET)")
     p.add_argument("--naive", action="store_true",
                    help="bytes per packet, struct parsing, queue.Queue between stages")
     p.add_argument("--slow-stage", type=float, default=0.0, metavar="SEC",
@@ -142,10 +144,14 @@ def main(argv=None):
                 source = PcapSource(path, pool, args.burst)
             if args.sink:
                 kind, _, iface = args.sink.partition(":")
-                if kind != "xdp" or not iface:
-                    raise SystemExit(f"--sink must be xdp:IFACE, got {args.sink!r}")
-                from turbomem.packet.xdp import XdpSink
-                sink = XdpSink(pool, iface)
+                if kind not in ("xdp", "packet") or not iface:
+                    raise SystemExit(f"--sink must be xdp:IFACE or packet:IFACE, got {args.sink!r}")
+                if kind == "xdp":
+                    from turbomem.packet.xdp import XdpSink
+                    sink = XdpSink(pool, iface)
+                else:
+                    from turbomem.packet.tpacket import PacketSink
+                    sink = PacketSink(pool, iface)
             elif args.out:
                 sink = PcapSink(args.out, linktype=source.linktype)
             elif args.forward:

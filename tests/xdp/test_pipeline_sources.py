@@ -69,14 +69,15 @@ def test_pipeline_live_source(lab, kind):
     assert attached_program(lab.near) is None
 
 
-def test_pipeline_xdp_sink_forwards_to_the_wire(lab):
-    """Receive on the near end with TPACKET, transmit the forwarded UDP packets
-    back out of the near end with AF_XDP: the far end must see them."""
+@pytest.mark.parametrize("source, sink", [("packet", "xdp"), ("xdp", "packet")])
+def test_pipeline_sink_forwards_to_the_wire(lab, source, sink):
+    """Receive on the near end, transmit the forwarded UDP packets back out of
+    the near end: the far end must see every one of them."""
     count = 200
     listener = lab.spawn([sys.executable, "-c", _COUNT_UDP, lab.far, str(count // 2), "20"],
                          stdout=subprocess.PIPE, text=True)
     assert listener.stdout.readline().strip() == "ready"
-    pipe = _start_pipeline("--source", f"packet:{lab.near}", "--sink", f"xdp:{lab.near}",
+    pipe = _start_pipeline("--source", f"{source}:{lab.near}", "--sink", f"{sink}:{lab.near}",
                            "--count", str(count), "--idle", "3", "--json", "--pool-size", "4096")
     try:
         sender = lab.spawn([sys.executable, "-c", _SEND, lab.far, lab.near_mac.hex(),

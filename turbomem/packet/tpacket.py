@@ -242,3 +242,35 @@ class TPacketSource:
 
     def close(self):
         self.rx.close()
+
+
+class PacketSink:
+    """A pipeline sink that transmits on ``ifname`` through an AF_PACKET socket
+    (``examples/pipeline.py --sink packet:IFACE``): ``sendmmsg`` straight from
+    the pool objects (turbomem.net.BurstSender), one kernel copy per packet,
+    no TX ring (a TPACKET TX ring would add a copy into the ring)."""
+
+    def __init__(self, pool, ifname, burst: int = 256):
+        from turbomem.net import BurstSender
+
+        _sys.if_nametoindex(ifname)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            self.sock.setsockopt(_sys.SOL_PACKET, _sys.PACKET_QDISC_BYPASS, 1)
+            self.sock.bind((ifname, 0))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.tx = BurstSender(self.sock, pool, burst)
+        self.packets = 0
+        self.bytes = 0
+
+    def __call__(self, pool, handles, lengths):
+        if not len(handles):
+            return
+        k = self.tx.send(handles, lengths, timeout=0.1)
+        self.packets += k
+        self.bytes += int(np.asarray(lengths)[:k].sum())
+
+    def close(self):
+        self.sock.close()
