@@ -464,3 +464,24 @@ def test_debug_pool(lab):
             seen, _, good = collect(_recv(sock), pool, 30)
             assert sorted(seen) == list(range(30)) and good
         assert pool.available == pool.capacity
+
+
+def test_interface_with_someone_elses_program_is_refused(lab):
+    import os
+
+    from turbomem import _sys
+
+    map_fd = _sys.bpf_create_xskmap(1)
+    prog_fd = _sys.bpf_load_xdp_program(_sys.xsk_redirect_program(map_fd), b"other_prog")
+    link_fd = _sys.bpf_link_xdp(prog_fd, _sys.if_nametoindex(lab.near), _sys.XDP_FLAGS_SKB_MODE)
+    try:
+        theirs = attached_program(lab.near)
+        with tm.Pool(2048, 512) as pool:
+            with pytest.raises(XdpError, match="cannot attach"):
+                XdpSocket(pool, lab.near, ring_size=128)
+            assert pool.available == pool.capacity
+        assert attached_program(lab.near) == theirs  # theirs is untouched
+    finally:
+        for fd in (link_fd, prog_fd, map_fd):
+            os.close(fd)
+    assert attached_program(lab.near) is None
