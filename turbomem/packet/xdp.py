@@ -300,7 +300,7 @@ class XdpSocket:
         s = _sys
         from turbomem.packet import _xsk
 
-        fd = s.libc.socket(s.AF_XDP, 3, 0)  # SOCK_RAW
+        fd = s.libc.socket(s.AF_XDP, 3 | 0o2000000, 0)  # SOCK_RAW | SOCK_CLOEXEC
         if fd < 0:
             import ctypes
             err = ctypes.get_errno()
