@@ -260,7 +260,10 @@ def _measure_testpmd(lab, cpus, warmup, window, gen, size):
                             stderr=subprocess.STDOUT)
     g = None
     try:
-        _testpmd_ready(proc)
+        try:
+            _testpmd_ready(proc)
+        except RuntimeError as exc:
+            return None, str(exc)[-300:]
         proc.stdin.write(b"start\n")
         proc.stdin.flush()
         g = _start_generator(lab, gen, cpus, size, warmup + window + 1.0)
@@ -284,6 +287,7 @@ def _measure_testpmd(lab, cpus, warmup, window, gen, size):
             proc.wait()
         if g is not None:
             _finish_generator(g)
+        shutil.rmtree(f"/var/run/dpdk/tmx{lab.tag}", ignore_errors=True)
 
 
 DRAIN_CONTENDERS = ("af_xdp", "tpacket_v3", "recvmmsg", "recvfrom")
