@@ -485,3 +485,21 @@ def test_interface_with_someone_elses_program_is_refused(lab):
         for fd in (link_fd, prog_fd, map_fd):
             os.close(fd)
     assert attached_program(lab.near) is None
+
+
+def test_handle_returned_while_in_flight_is_reported_and_the_rest_is_exact(lab):
+    with tm.Pool(2048, 512) as pool:
+        with XdpSocket(pool, lab.near, rx=False, tx=True, ring_size=64) as sock:
+            hs = pool.get_bulk(8)
+            arr = pool.array()
+            for i, h in enumerate(hs):
+                frame = make_frame(lab.far_mac, lab.near_mac, i, 64)
+                arr[h, :64] = np.frombuffer(frame, dtype=np.uint8)
+            assert sock.send(hs, np.full(8, 64, dtype=np.uint32)) == 8
+            pool.put(int(hs[3]))  # a caller bug: returned while the kernel sends it
+            deadline = time.monotonic() + 2
+            with pytest.raises(tm.InvalidHandleError, match="already free"):
+                while time.monotonic() < deadline:
+                    sock.complete(timeout=0.1)
+            assert sock.in_flight_tx == 0
+        assert pool.available == pool.capacity

@@ -13,6 +13,7 @@ TX: int
 class XskRings:
     bad_descriptors: int
     in_kernel: int
+    tx_inflight: int
     def __init__(self, pool: Pool, shift: int) -> None: ...
     def attach(self, which: int, map_addr: int, off_prod: int, off_cons: int, off_desc: int,
                off_flags: int, size: int) -> None: ...

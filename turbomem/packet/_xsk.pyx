@@ -10,7 +10,7 @@ ranges).
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
-from turbomem._core cimport Pool, tm_pool_t, pool_get_bulk, pool_put_bulk
+from turbomem._core cimport Pool, tm_pool_t, pool_get_bulk, pool_put, pool_put_bulk
 
 import numpy as np
 cimport numpy as cnp
@@ -84,6 +84,7 @@ cdef class XskRings:
     cdef uint8_t *owned
     cdef readonly uint64_t bad_descriptors
     cdef readonly uint64_t in_kernel
+    cdef readonly uint64_t tx_inflight
     cdef uint32_t *scratch
     cdef cnp.ndarray _scratch
 
@@ -101,6 +102,7 @@ cdef class XskRings:
         self.scratch = <uint32_t *>cnp.PyArray_DATA(self._scratch)
         self.bad_descriptors = 0
         self.in_kernel = 0
+        self.tx_inflight = 0
         for i in range(4):
             self.present[i] = False
 
@@ -190,9 +192,13 @@ cdef class XskRings:
         return k
 
     def complete(self):
-        """Return completed tx frames to the pool; returns how many."""
+        """Return completed tx frames to the pool; returns how many went back.
+
+        A frame the pool refuses (the caller already returned it while it was
+        in flight: a double free) is skipped and reported after the others
+        went back, so the pool's count stays exact."""
         self._need(R_COMPLETION)
-        cdef uint32_t k, total = 0
+        cdef uint32_t k, i, total = 0, refused = 0, first_refused = 0
         cdef uint64_t bad = 0
         cdef int rc = 0
         cdef tm_pool_t *p
@@ -206,15 +212,25 @@ cdef class XskRings:
                     if k == 0:
                         break
                     rc = pool_put_bulk(p, self.scratch, k)
-                    if rc != 0:
-                        break
-                    total += k
+                    if rc == 0:
+                        total += k
+                        continue
+                    for i in range(k):  # all-or-nothing refused: one by one
+                        if pool_put(p, self.scratch[i]) == 0:
+                            total += 1
+                        else:
+                            if refused == 0:
+                                first_refused = self.scratch[i]
+                            refused += 1
         finally:
             self.pool._leave_nogil()
         self.bad_descriptors += bad
-        self.in_kernel -= total
-        if rc != 0:
-            raise InvalidHandleError(f"the pool refused a completed frame (code {rc})")
+        self.in_kernel -= total + refused
+        self.tx_inflight -= total + refused
+        if refused:
+            raise InvalidHandleError(
+                f"{refused} completed frame(s) were already free in the pool (first: handle "
+                f"{first_refused}): a handle was returned while the kernel was sending it")
         return total
 
     def tx(self, cnp.ndarray handles, cnp.ndarray lengths, uint32_t offset):
@@ -235,6 +251,7 @@ cdef class XskRings:
         finally:
             self.pool._leave_nogil()
         self.in_kernel += k
+        self.tx_inflight += k
         return k
 
     def kick_tx(self, int fd):
@@ -266,6 +283,7 @@ cdef class XskRings:
         out = np.flatnonzero(self._owned).astype(np.uint32)
         self._owned[:] = 0
         self.in_kernel = 0
+        self.tx_inflight = 0
         return out
 
 

@@ -284,7 +284,6 @@ class XdpSocket:
         self._len = np.zeros(batch, dtype=np.uint32)
         self._off = np.zeros(batch, dtype=np.uint32)
         self.packets = self.sent = self.calls = 0
-        self._tx_inflight = 0
         try:
             self._setup(mode, xdp_mode, nq)
         except BaseException:
@@ -537,9 +536,8 @@ class XdpSocket:
             if owned.any():
                 raise ValueError(f"handle {int(hs[owned][0])} is already with the kernel "
                                  f"(sent and not completed, or on the fill ring)")
-            self._tx_inflight -= self._rings.complete()
+            self._rings.complete()
             k = self._rings.tx(hs, ls, offset) if len(hs) else 0
-            self._tx_inflight += k
             if k and (not self._need_wakeup or self._rings.needs_wakeup(3)):
                 self._rings.kick_tx(self._fd)
             self.sent += k
@@ -556,10 +554,8 @@ class XdpSocket:
                 self._check_open()
                 if self._need_wakeup and self._rings.needs_wakeup(3) or not self._need_wakeup:
                     self._rings.kick_tx(self._fd)
-                done = self._rings.complete()
-                self._tx_inflight -= done
-                total += done
-                pending = self._tx_inflight
+                total += self._rings.complete()
+                pending = self._rings.tx_inflight
             if pending == 0 or (deadline is not None and time.monotonic() >= deadline):
                 return total
             time.sleep(0.0005)
@@ -567,7 +563,7 @@ class XdpSocket:
     @property
     def in_flight_tx(self) -> int:
         """Frames sent and not yet completed."""
-        return 0 if self._closed else self._tx_inflight
+        return 0 if self._closed else int(self._rings.tx_inflight)
 
     @property
     def in_kernel(self) -> int:
