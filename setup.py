@@ -53,6 +53,14 @@ extensions = [
         ["turbomem/packet/_pcapwalk.pyx"],
         extra_compile_args=["-O2", "-std=gnu11"],
     ),
+    # AF_XDP / TPACKET_V3 hot loops (include/turbomem/xsk.h); cimports _core.
+    Extension(
+        "turbomem.packet._xsk",
+        ["turbomem/packet/_xsk.pyx"],
+        include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
+    ),
 ]
 
 setup(

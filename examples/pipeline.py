@@ -10,6 +10,10 @@ pipeline checks that every buffer went back: pool.available == pool.capacity.
     python examples/pipeline.py --udp 9000 --count 100000     # live, raw IP in UDP
     python examples/pipeline.py --generate 100000 --naive     # bytes + queue.Queue
     python examples/pipeline.py --generate 50000 --slow-stage 0.001 --backpressure off
+    python examples/pipeline.py --source xdp:eth0 --count 100000    # AF_XDP, pool as UMEM (root)
+    python examples/pipeline.py --source packet:eth0 --duration 10  # AF_PACKET TPACKET_V3 (root)
+    python examples/pipeline.py --source xdp:veth0 --sink xdp:veth1  # forward with AF_XDP tx
+    python examples/pipeline.py --source packet:veth0 --sink packet:veth1
 
 The machinery lives in turbomem.packet.pipeline and its naive twin in
 turbomem.bench.naive_pipeline (both shared with the benchmark).
@@ -47,6 +51,11 @@ def build_parser():
                      help="receive raw IP packets as UDP payloads on 127.0.0.1:PORT")
     src.add_argument("--generate", metavar="N", type=int,
                      help="generate N synthetic packets into a temporary pcap")
+    src.add_argument("--source", metavar="KIND:IFACE",
+                     help="live capture: xdp:IFACE[:QUEUE] (AF_XDP, the pool is the UMEM; obj_size "
+                          "must be 2048 or 4096) or packet:IFACE (TPACKET_V3 ring)")
+    p.add_argument("--sink", metavar="KIND:IFACE",
+                   help="transmit forwarded packets on IFACE: xdp:IFACE (AF_XDP) or packet:IFACE (AF_PACKET)")
     p.add_argument("--naive", action="store_true",
                    help="bytes per packet, struct parsing, queue.Queue between stages")
     p.add_argument("--slow-stage", type=float, default=0.0, metavar="SEC",
@@ -61,14 +70,27 @@ def build_parser():
     p.add_argument("--obj-size", type=int, default=2048, help="bytes per buffer")
     p.add_argument("--drop-port", type=int, action="append", default=[],
                    help="drop TCP/UDP packets to or from this port (repeatable)")
-    p.add_argument("--count", type=int, help="--udp: stop after N packets")
-    p.add_argument("--duration", type=float, help="--udp: stop after SEC seconds")
-    p.add_argument("--idle", type=float, default=1.0, help="--udp: stop after SEC of silence")
+    p.add_argument("--count", type=int, help="--udp/--source: stop after N packets")
+    p.add_argument("--duration", type=float, help="--udp/--source: stop after SEC seconds")
+    p.add_argument("--idle", type=float, default=1.0, help="--udp/--source: stop after SEC of silence")
     p.add_argument("--out", metavar="FILE", help="write forwarded packets to a pcap")
     p.add_argument("--forward", metavar="HOST:PORT",
                    help="send forwarded packets as UDP datagrams to HOST:PORT")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
+
+
+def live_source(spec, pool, **stop):
+    """``xdp:IFACE[:QUEUE]`` or ``packet:IFACE`` as a pipeline source."""
+    kind, _, rest = spec.partition(":")
+    if kind == "xdp" and rest:
+        from turbomem.packet.xdp import XdpSource
+        iface, _, queue = rest.partition(":")
+        return XdpSource(pool, iface, int(queue or 0), **stop)
+    if kind == "packet" and rest:
+        from turbomem.packet.tpacket import TPacketSource
+        return TPacketSource(pool, rest, **stop)
+    raise SystemExit(f"--source must be xdp:IFACE[:QUEUE] or packet:IFACE, got {spec!r}")
 
 
 def _print(result, use_json):
@@ -92,7 +114,11 @@ def main(argv=None):
         tmpdir = tempfile.TemporaryDirectory()
         path = os.path.join(tmpdir.name, "generated.pcap")
         traffic.write_pcap(path, traffic.generate_packets(args.generate))
-    backpressure = (args.backpressure == "on") if args.backpressure else args.udp is None
+    live = args.udp is not None or args.source is not None
+    backpressure = (args.backpressure == "on") if args.backpressure else not live
+    if args.source is not None and args.naive:
+        print("--naive works with --pcap, --generate and --udp only", file=sys.stderr)
+        return 2
     sock = None
     try:
         if args.udp is not None:
@@ -108,12 +134,26 @@ def main(argv=None):
             _print(result, args.json)
             return 0
         with tm.Pool(args.obj_size, args.pool_size) as pool:
-            if sock is not None:
+            if args.source is not None:
+                source = live_source(args.source, pool, count=args.count, duration=args.duration,
+                                     idle=args.idle)
+                print(f"capturing on {args.source}", file=sys.stderr, flush=True)
+            elif sock is not None:
                 source = UdpSource(sock, pool, args.burst, count=args.count,
                                    duration=args.duration, idle=args.idle)
             else:
                 source = PcapSource(path, pool, args.burst)
-            if args.out:
+            if args.sink:
+                kind, _, iface = args.sink.partition(":")
+                if kind not in ("xdp", "packet") or not iface:
+                    raise SystemExit(f"--sink must be xdp:IFACE or packet:IFACE, got {args.sink!r}")
+                if kind == "xdp":
+                    from turbomem.packet.xdp import XdpSink
+                    sink = XdpSink(pool, iface)
+                else:
+                    from turbomem.packet.tpacket import PacketSink
+                    sink = PacketSink(pool, iface)
+            elif args.out:
                 sink = PcapSink(args.out, linktype=source.linktype)
             elif args.forward:
                 host, port = args.forward.rsplit(":", 1)

@@ -18,6 +18,7 @@ import ctypes
 import errno as _errno
 import os
 import platform
+import struct as _struct
 from collections.abc import Sequence
 
 __all__ = [
@@ -388,3 +389,243 @@ def sendmmsg(fd: int, msgvec: int, vlen: int, flags: int) -> int:
     """sendmmsg(2) from the ``mmsghdr`` array at ``msgvec``: datagrams sent, or ``-errno``."""
     r = _sendmmsg(fd, msgvec, vlen, flags)
     return r if r >= 0 else -(ctypes.get_errno() or _errno.EIO)
+
+
+# =============================================================================
+# AF_XDP / BPF / AF_PACKET section (issue 12).  Everything the packet/xdp.py and
+# packet/tpacket.py modules need from the kernel, as ctypes: bpf(2) for the
+# XSKMAP and the redirect program, bpf links for attach/detach, the AF_XDP
+# socket options and ring mmaps, and the TPACKET_V3 socket options.  The ring
+# *index* accesses are not here: they are atomics shared with the kernel and
+# live in C (include/turbomem/xsk.h).
+# =============================================================================
+
+
+
+MAP_SHARED = 0x01
+
+AF_XDP = 44
+SOL_XDP = 283
+XDP_MMAP_OFFSETS = 1
+XDP_RX_RING = 2
+XDP_TX_RING = 3
+XDP_UMEM_REG = 4
+XDP_UMEM_FILL_RING = 5
+XDP_UMEM_COMPLETION_RING = 6
+XDP_STATISTICS = 7
+XDP_OPTIONS = 8
+XDP_OPTIONS_ZEROCOPY = 1
+XDP_SHARED_UMEM = 1 << 0
+XDP_COPY = 1 << 1
+XDP_ZEROCOPY = 1 << 2
+XDP_USE_NEED_WAKEUP = 1 << 3
+XDP_PGOFF_RX_RING = 0
+XDP_PGOFF_TX_RING = 0x80000000
+XDP_UMEM_PGOFF_FILL_RING = 0x100000000
+XDP_UMEM_PGOFF_COMPLETION_RING = 0x180000000
+XDP_PACKET_HEADROOM = 256  # the kernel's fixed headroom in front of every received frame
+XDP_DESC_SIZE = 16         # struct xdp_desc {u64 addr; u32 len; u32 options}
+
+# bpf(2) commands, map/program/attach types and XDP attach flags (linux/bpf.h,
+# linux/if_link.h); the numbers are ABI.
+BPF_MAP_CREATE = 0
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_PROG_LOAD = 5
+BPF_LINK_CREATE = 28
+BPF_MAP_TYPE_XSKMAP = 17
+BPF_PROG_TYPE_XDP = 6
+BPF_XDP = 37
+BPF_FUNC_redirect_map = 51
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_PASS = 2
+_BPF_ATTR_SIZE = 144  # sizeof(union bpf_attr) in the 6.x headers; the kernel accepts larger-or-equal zeroed tails
+
+# AF_PACKET (linux/if_packet.h)
+SOL_PACKET = 263
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+PACKET_QDISC_BYPASS = 20
+TPACKET_V3 = 2
+ETH_P_ALL = 0x0003
+
+_bpf_number = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
+_syscall = libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def bpf(cmd: int, attr: bytearray, what: str) -> int:
+    """bpf(2) with ``attr`` (zero-padded to sizeof(union bpf_attr)); returns its result."""
+    if _bpf_number is None:
+        raise OSError(_errno.ENOSYS, f"{what}: bpf() syscall number unknown on {platform.machine()}")
+    if len(attr) < _BPF_ATTR_SIZE:
+        attr = attr + bytearray(_BPF_ATTR_SIZE - len(attr))
+    buf = (ctypes.c_char * len(attr)).from_buffer(attr)
+    ret = _syscall(ctypes.c_long(_bpf_number), ctypes.c_long(cmd), buf, ctypes.c_uint(len(attr)))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def bpf_create_xskmap(max_entries: int) -> int:
+    """A BPF_MAP_TYPE_XSKMAP fd (queue index -> AF_XDP socket)."""
+    attr = bytearray(_struct.pack("=IIII", BPF_MAP_TYPE_XSKMAP, 4, 4, max_entries))
+    attr += bytearray(_struct.pack("=I", 0))  # map_flags
+    return bpf(BPF_MAP_CREATE, attr, f"bpf(BPF_MAP_CREATE xskmap, {max_entries} entries)")
+
+
+def bpf_map_update_u32(map_fd: int, key: int, value: int) -> None:
+    k = ctypes.c_uint32(key)
+    v = ctypes.c_uint32(value)
+    attr = bytearray(_struct.pack("=IIQQQ", map_fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0))
+    bpf(BPF_MAP_UPDATE_ELEM, attr, f"bpf(BPF_MAP_UPDATE_ELEM map fd {map_fd}, key {key})")
+
+
+def bpf_map_delete_u32(map_fd: int, key: int) -> None:
+    k = ctypes.c_uint32(key)
+    attr = bytearray(_struct.pack("=IIQ", map_fd, 0, ctypes.addressof(k)))
+    bpf(BPF_MAP_DELETE_ELEM, attr, f"bpf(BPF_MAP_DELETE_ELEM map fd {map_fd}, key {key})")
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return _struct.pack("=BBhi", code, (src << 4) | dst, off, imm)
+
+
+def xsk_redirect_program(map_fd: int) -> bytes:
+    """The whole XDP program, as raw instructions:
+
+        r2 = ctx->rx_queue_index                  ; struct xdp_md, offset 16
+        r1 = &xskmap                              ; ld_imm64, BPF_PSEUDO_MAP_FD
+        r3 = XDP_PASS                             ; action when the slot is empty
+        return bpf_redirect_map(r1, r2, r3)
+
+    Queues without a socket in the map pass their packets to the stack.
+    """
+    return b"".join([
+        _insn(0x61, dst=2, src=1, off=16),           # BPF_LDX | BPF_MEM | BPF_W
+        _insn(0x18, dst=1, src=1, imm=map_fd),       # BPF_LD | BPF_DW | BPF_IMM, src=PSEUDO_MAP_FD
+        _insn(0x00),                                 # upper half of the 64-bit immediate
+        _insn(0xB7, dst=3, imm=XDP_PASS),            # BPF_ALU64 | BPF_MOV | BPF_K
+        _insn(0x85, imm=BPF_FUNC_redirect_map),      # BPF_JMP | BPF_CALL
+        _insn(0x95),                                 # BPF_JMP | BPF_EXIT
+    ])
+
+
+def bpf_load_xdp_program(insns: bytes, name: bytes = b"tm_xsk_redir") -> int:
+    """BPF_PROG_LOAD of an XDP program; the verifier log goes into the error message."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"GPL")
+    log = ctypes.create_string_buffer(1 << 16)
+    attr = bytearray(_BPF_ATTR_SIZE)
+    _struct.pack_into("=IIQQIIQ", attr, 0, BPF_PROG_TYPE_XDP, len(insns) // 8,
+                      ctypes.addressof(code), ctypes.addressof(lic), 1, len(log), ctypes.addressof(log))
+    _struct.pack_into("=16s", attr, 48, name[:15])
+    _struct.pack_into("=I", attr, 68, BPF_XDP)  # expected_attach_type
+    try:
+        return bpf(BPF_PROG_LOAD, attr, "bpf(BPF_PROG_LOAD xdp)")
+    except OSError as exc:
+        text = log.value.decode(errors="replace").strip()
+        if text:
+            raise OSError(exc.errno, f"{exc.strerror}; verifier: {text[-500:]}") from None
+        raise
+
+
+def bpf_link_xdp(prog_fd: int, ifindex: int, flags: int) -> int:
+    """Attach an XDP program through a bpf link; closing the returned fd detaches it.
+
+    The kernel also detaches when the process dies (the last fd goes away),
+    so a crashed or killed process never leaves the program attached."""
+    attr = bytearray(_struct.pack("=IIII", prog_fd, ifindex, BPF_XDP, flags))
+    mode = "skb" if flags & XDP_FLAGS_SKB_MODE else "drv" if flags & XDP_FLAGS_DRV_MODE else "auto"
+    return bpf(BPF_LINK_CREATE, attr, f"bpf(BPF_LINK_CREATE xdp, ifindex {ifindex}, {mode} mode)")
+
+
+class XdpMmapOffsets(ctypes.Structure):
+    """struct xdp_mmap_offsets: {producer, consumer, desc, flags} per ring."""
+    _fields_ = [(f"{ring}_{field}", ctypes.c_uint64)
+                for ring in ("rx", "tx", "fr", "cr")
+                for field in ("producer", "consumer", "desc", "flags")]
+
+
+class XdpStatistics(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "rx_dropped", "rx_invalid_descs", "tx_invalid_descs", "rx_ring_full",
+        "rx_fill_ring_empty_descs", "tx_ring_empty_descs")]
+
+
+_setsockopt = libc.setsockopt
+_setsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32]
+_setsockopt.restype = ctypes.c_int
+_getsockopt = libc.getsockopt
+_getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                        ctypes.POINTER(ctypes.c_uint32)]
+_getsockopt.restype = ctypes.c_int
+_bind = libc.bind
+_bind.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32]
+_bind.restype = ctypes.c_int
+
+
+def setsockopt_raw(fd: int, level: int, name: int, value: bytes, what: str) -> None:
+    buf = ctypes.create_string_buffer(value, len(value))
+    _check(_setsockopt(fd, level, name, buf, len(value)), what)
+
+
+def getsockopt_struct(fd: int, level: int, name: int, ctype, what: str):
+    out = ctype()
+    size = ctypes.c_uint32(ctypes.sizeof(out))
+    _check(_getsockopt(fd, level, name, ctypes.byref(out), ctypes.byref(size)), what)
+    return out
+
+
+def xsk_umem_reg(fd: int, addr: int, length: int, chunk_size: int, headroom: int = 0) -> None:
+    """XDP_UMEM_REG: the pool's region becomes this socket's UMEM (pinned by the kernel)."""
+    value = _struct.pack("=QQIII", addr, length, chunk_size, headroom, 0)
+    setsockopt_raw(fd, SOL_XDP, XDP_UMEM_REG, value,
+                   f"setsockopt(XDP_UMEM_REG {length} bytes at {addr:#x}, chunk {chunk_size})")
+
+
+def xsk_set_ring_size(fd: int, which: int, entries: int, name: str) -> None:
+    setsockopt_raw(fd, SOL_XDP, which, _struct.pack("=I", entries),
+                   f"setsockopt({name}, {entries} entries)")
+
+
+def xsk_bind(fd: int, ifindex: int, queue_id: int, flags: int, shared_umem_fd: int = 0) -> None:
+    addr = _struct.pack("=HHIII", AF_XDP, flags, ifindex, queue_id, shared_umem_fd)
+    buf = ctypes.create_string_buffer(addr, len(addr))
+    _check(_bind(fd, buf, len(addr)),
+           f"bind(AF_XDP ifindex {ifindex}, queue {queue_id}, flags {flags:#x})")
+
+
+def xsk_options(fd: int) -> int:
+    opt = getsockopt_struct(fd, SOL_XDP, XDP_OPTIONS, ctypes.c_uint32, "getsockopt(XDP_OPTIONS)")
+    return opt.value
+
+
+def if_nametoindex(name: str) -> int:
+    """Interface index, or OSError(ENODEV) naming the interface."""
+    if not isinstance(name, str) or not name or len(name) >= 16 or "/" in name or "\0" in name:
+        raise ValueError(f"not a valid interface name: {name!r}")
+    try:
+        import socket as _socket
+        return _socket.if_nametoindex(name)
+    except OSError:
+        raise OSError(_errno.ENODEV, f"if_nametoindex({name!r}): no such interface") from None
+
+
+def tpacket_v3_rx_ring(fd: int, block_size: int, block_nr: int, frame_size: int,
+                       retire_ms: int) -> None:
+    """PACKET_VERSION=TPACKET_V3 then PACKET_RX_RING with a struct tpacket_req3."""
+    setsockopt_raw(fd, SOL_PACKET, PACKET_VERSION, _struct.pack("=i", TPACKET_V3),
+                   "setsockopt(PACKET_VERSION TPACKET_V3)")
+    frame_nr = block_size // frame_size * block_nr
+    req = _struct.pack("=IIIIIII", block_size, block_nr, frame_size, frame_nr, retire_ms, 0, 0)
+    setsockopt_raw(fd, SOL_PACKET, PACKET_RX_RING, req,
+                   f"setsockopt(PACKET_RX_RING {block_nr} blocks of {block_size} bytes)")
+
+
+class TpacketStatsV3(ctypes.Structure):
+    _fields_ = [("tp_packets", ctypes.c_uint), ("tp_drops", ctypes.c_uint),
+                ("tp_freeze_q_cnt", ctypes.c_uint)]

@@ -1,4 +1,4 @@
-"""`python -m turbomem bench [core|python|hugepages|pipeline|all] [--quick] [--json FILE] [--plot FILE.png]`
+"""`python -m turbomem bench [core|python|hugepages|pipeline|xdp|all] [--quick] [--json FILE] [--plot FILE.png]`
 
 main(argv) takes the arguments after `bench` (a leading "bench" is accepted
 and dropped) and returns the process exit status:
@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional
 from . import machine, report
 
 SUITE_NAMES = ("core", "python", "hugepages", "pipeline")
+# Run only when named: xdp needs root and makes network namespaces.
+EXTRA_SUITES = ("xdp",)
 
 
 def _run_core(quick: bool, progress, opts) -> Dict[str, Any]:
@@ -43,12 +45,19 @@ def _run_pipeline(quick: bool, progress, opts) -> Dict[str, Any]:
     return pipeline_suite.suite(quick=quick, progress=progress)
 
 
+def _run_xdp(quick: bool, progress, opts) -> Dict[str, Any]:
+    from . import xdp_suite
+
+    return xdp_suite.suite(quick=quick, progress=progress)
+
+
 # name -> runner(quick, progress, opts) -> suite result; tests replace these.
 RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "core": _run_core,
     "python": _run_python,
     "hugepages": _run_hugepages,
     "pipeline": _run_pipeline,
+    "xdp": _run_xdp,
 }
 
 
@@ -57,10 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m turbomem bench",
         description="TurboMem benchmarks: the C core against DPDK (core), Python-level get/put against "
                     "pure-Python free lists (python), huge pages against small pages (hugepages), and packet "
-                    "pipelines against what Python users write today (pipeline).",
+                    "pipelines against what Python users write today (pipeline), and packet receive with AF_XDP / "
+                    "TPACKET_V3 against recvmmsg, recvfrom and DPDK's net_af_xdp on a veth pair (xdp, root).",
     )
-    p.add_argument("suite", nargs="?", default="all", choices=SUITE_NAMES + ("all",),
-                   help="which suite to run (default: all)")
+    p.add_argument("suite", nargs="?", default="all", choices=SUITE_NAMES + EXTRA_SUITES + ("all",),
+                   help="which suite to run (default: all, which leaves out xdp)")
     p.add_argument("--quick", action="store_true", help="a short run (about a minute per suite)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-' for stdout)")
     p.add_argument("--plot", metavar="FILE.png", help="draw a chart (needs matplotlib)")

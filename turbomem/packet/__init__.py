@@ -9,6 +9,8 @@
 * :mod:`~turbomem.packet.pipeline`: receive -> classify -> forward over rings;
 * :mod:`~turbomem.packet.traffic`: synthetic packets and pcaps;
 * :mod:`~turbomem.packet.summary`: traffic summaries of a pcap;
+* :mod:`~turbomem.packet.xdp`: AF_XDP sockets whose UMEM is a pool (zero copy);
+* :mod:`~turbomem.packet.tpacket`: AF_PACKET TPACKET_V3 receive ring into pool objects;
 * :mod:`~turbomem.packet.constants`: link types, magics, ethertypes, TPIDs,
   IP protocols and parse codes, defined once.
 
