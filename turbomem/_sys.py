@@ -456,6 +456,15 @@ _syscall = libc.syscall
 _syscall.restype = ctypes.c_long
 
 
+def xsk_socket() -> int:
+    """socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC): a new fd, or OSError with the errno."""
+    fd = libc.socket(AF_XDP, 3 | 0o2000000, 0)  # SOCK_RAW | SOCK_CLOEXEC
+    if fd < 0:
+        err = ctypes.get_errno() or _errno.EIO
+        raise OSError(err, f"socket(AF_XDP): {os.strerror(err)}")
+    return fd
+
+
 def bpf(cmd: int, attr: bytearray, what: str) -> int:
     """bpf(2) with ``attr`` (zero-padded to sizeof(union bpf_attr)); returns its result."""
     if _bpf_number is None:

@@ -299,12 +299,11 @@ class XdpSocket:
         s = _sys
         from turbomem.packet import _xsk
 
-        fd = s.libc.socket(s.AF_XDP, 3 | 0o2000000, 0)  # SOCK_RAW | SOCK_CLOEXEC
-        if fd < 0:
-            import ctypes
-            err = ctypes.get_errno()
-            raise XdpError(err, f"socket(AF_XDP): {os.strerror(err)}"
-                           + (" (needs CAP_NET_RAW)" if err == 1 else ""))
+        try:
+            fd = s.xsk_socket()
+        except OSError as exc:
+            raise XdpError(exc.errno, f"socket(AF_XDP): {os.strerror(exc.errno)}"
+                           + (" (needs CAP_NET_RAW)" if exc.errno == 1 else "")) from None
         self._fd = fd
         nbytes = self.pool.capacity * self.pool.stride
         s.xsk_umem_reg(fd, self.pool.address, nbytes, self.pool.stride)
