@@ -85,7 +85,7 @@ struct tm_pool {
     tm_stack_t empty;       /* magazines holding nothing (same links: one stack at a time) */
     uint32_t capacity;
     uint32_t cache_size;
-    uint32_t mag_size;      /* handles per magazine: half the cache (0: no cache) */
+    uint32_t mag_size;      /* handles per magazine: half the cache (32 without one) */
     uint32_t nmags;
     unsigned flags;
     uint8_t *state;         /* checked mode: TM_FREE / TM_IN_USE per object */
@@ -133,21 +133,18 @@ TM_INTERNAL extern __thread uint32_t tm_thread_slot1_
 
 /* ---- inline hit paths ----------------------------------------------------- */
 
-/* This thread's cache for p if it exists and may take the inline paths. */
-static inline tm_cache_t *tm_pool_fast_cache_(tm_pool_t *p) {
+/* This thread's cache for p, or NULL (no slot yet, or not created yet). */
+static inline tm_cache_t *tm_pool_my_cache_(tm_pool_t *p) {
     uint32_t slot1 = tm_thread_slot1_;
-    if (TM_UNLIKELY(slot1 == 0))
-        return NULL;
-    tm_cache_t *c = p->caches[slot1 - 1]; /* our own write, or NULL */
-    return TM_LIKELY(c != NULL && c->fast) ? c : NULL;
+    return TM_LIKELY(slot1 != 0) ? p->caches[slot1 - 1] : NULL; /* our own write, or NULL */
 }
 
 /* Get exactly n objects (n >= 1) or none: TM_OK, TM_EEMPTY, or TM_EPOISON
  * (debug mode; the objects were handed out, *bad says which one). */
 static inline int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
-    tm_cache_t *c = tm_pool_fast_cache_(p);
-    if (TM_LIKELY(c != NULL)) {
-        if (TM_LIKELY(tm_cache_enter(c))) {
+    tm_cache_t *c = tm_pool_my_cache_(p);
+    if (TM_LIKELY(c != NULL && c->fast == TM_FAST_CACHE)) {
+        if (TM_LIKELY(tm_cache_enter_asym(c))) {
             uint32_t len = c->len;
             if (TM_LIKELY(n <= len && n != 0)) {
                 /* The hottest n, one block copy (order within a bulk is free). */
@@ -160,10 +157,6 @@ static inline int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, u
                          * handing over goes through the shared level's
                          * RELEASE/ACQUIRE or stays in this thread. */
                         __atomic_store_n(&state[out[i]], TM_IN_USE, __ATOMIC_RELAXED);
-                if (TM_UNLIKELY(c->stats)) {
-                    TM_STAT_ADD(c->hits, 1);
-                    TM_STAT_ADD(c->gets, n);
-                }
                 tm_cache_exit(c);
                 return TM_OK;
             }
@@ -178,25 +171,38 @@ static inline int tm_pool_get_bulk(tm_pool_t *p, uint32_t *out, uint32_t n) {
 }
 
 static inline int tm_pool_get(tm_pool_t *p, uint32_t *out) {
-    tm_cache_t *c = tm_pool_fast_cache_(p);
+    tm_cache_t *c = tm_pool_my_cache_(p);
     if (TM_LIKELY(c != NULL)) {
-        if (TM_LIKELY(tm_cache_enter(c))) {
-            uint32_t len = c->len;
-            if (TM_LIKELY(len != 0)) {
-                uint32_t h = c->objs[len - 1];
-                TM_SET_LEN(c, len - 1);
-                if (c->state) /* RELAXED: see tm_pool_get_bulk_ex */
-                    __atomic_store_n(&c->state[h], TM_IN_USE, __ATOMIC_RELAXED);
-                if (TM_UNLIKELY(c->stats)) {
-                    TM_STAT_ADD(c->hits, 1);
-                    TM_STAT_ADD(c->gets, 1);
+        if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
+            if (TM_LIKELY(tm_cache_enter_asym(c))) {
+                uint32_t len = c->len;
+                if (TM_LIKELY(len != 0)) {
+                    uint32_t h = c->objs[len - 1];
+                    TM_SET_LEN(c, len - 1);
+                    if (c->state) /* RELAXED: see tm_pool_get_bulk_ex */
+                        __atomic_store_n(&c->state[h], TM_IN_USE, __ATOMIC_RELAXED);
+                    tm_cache_exit(c);
+                    *out = h;
+                    return TM_OK;
                 }
-                tm_cache_exit(c);
-                *out = h;
-                return TM_OK;
             }
+            tm_cache_exit(c);
+        } else if (c->fast == TM_FAST_NOCACHE) {
+            /* No cache: one CAS on the objects stack, inside a call (so that
+             * fork never sees an object taken but not yet counted). */
+            if (TM_LIKELY(tm_cache_enter_asym(c))) {
+                uint32_t h, retries = 0;
+                if (TM_LIKELY(tm_stack_pop(&p->objects, &h, &retries))) {
+                    TM_NET_ADD(c, 1);
+                    tm_cache_exit(c);
+                    if (c->state) /* RELAXED: see tm_pool_get_bulk_ex */
+                        __atomic_store_n(&c->state[h], TM_IN_USE, __ATOMIC_RELAXED);
+                    *out = h;
+                    return TM_OK;
+                }
+            }
+            tm_cache_exit(c);
         }
-        tm_cache_exit(c);
     }
     return tm_pool_get_slow_(p, out, 1, NULL);
 }
@@ -206,9 +212,9 @@ static inline int tm_pool_get(tm_pool_t *p, uint32_t *out) {
  * NULL) is the index of the offending entry (a handle repeated within hs is a
  * double free).  Unchecked mode trusts the caller. */
 static inline int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
-    tm_cache_t *c = tm_pool_fast_cache_(p);
-    if (TM_LIKELY(c != NULL)) {
-        if (TM_LIKELY(tm_cache_enter(c))) {
+    tm_cache_t *c = tm_pool_my_cache_(p);
+    if (TM_LIKELY(c != NULL && c->fast == TM_FAST_CACHE)) {
+        if (TM_LIKELY(tm_cache_enter_asym(c))) {
             uint32_t len = c->len;
             if (TM_LIKELY(len + n <= c->size)) {
                 uint8_t *state = c->state;
@@ -233,10 +239,6 @@ static inline int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n,
                 }
                 memcpy(c->objs + len, hs, (size_t)n * sizeof(uint32_t));
                 TM_SET_LEN(c, len + n);
-                if (TM_UNLIKELY(c->stats)) {
-                    TM_STAT_ADD(c->hits, 1);
-                    TM_STAT_ADD(c->puts, n);
-                }
                 tm_cache_exit(c);
                 return TM_OK;
             }
@@ -247,27 +249,37 @@ static inline int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n,
 }
 
 static inline int tm_pool_put(tm_pool_t *p, uint32_t h) {
-    tm_cache_t *c = tm_pool_fast_cache_(p);
+    tm_cache_t *c = tm_pool_my_cache_(p);
     if (TM_LIKELY(c != NULL && h < c->capacity)) {
-        if (TM_LIKELY(tm_cache_enter(c))) {
-            uint32_t len = c->len;
-            uint8_t *state = c->state;
-            if (TM_LIKELY(len < c->size) &&
-                /* RELAXED: see tm_pool_get_bulk_ex. */
-                (!state || __atomic_load_n(&state[h], __ATOMIC_RELAXED) == TM_IN_USE)) {
+        uint8_t *state = c->state;
+        if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
+            if (TM_LIKELY(tm_cache_enter_asym(c))) {
+                uint32_t len = c->len;
+                if (TM_LIKELY(len < c->size) &&
+                    /* RELAXED: see tm_pool_get_bulk_ex. */
+                    (!state || __atomic_load_n(&state[h], __ATOMIC_RELAXED) == TM_IN_USE)) {
+                    if (state)
+                        __atomic_store_n(&state[h], TM_FREE, __ATOMIC_RELAXED);
+                    c->objs[len] = h;
+                    TM_SET_LEN(c, len + 1);
+                    tm_cache_exit(c);
+                    return TM_OK;
+                }
+            }
+            tm_cache_exit(c);
+        } else if (c->fast == TM_FAST_NOCACHE &&
+                   /* RELAXED: see tm_pool_get_bulk_ex. */
+                   (!state || __atomic_load_n(&state[h], __ATOMIC_RELAXED) == TM_IN_USE)) {
+            if (TM_LIKELY(tm_cache_enter_asym(c))) {
                 if (state)
                     __atomic_store_n(&state[h], TM_FREE, __ATOMIC_RELAXED);
-                c->objs[len] = h;
-                TM_SET_LEN(c, len + 1);
-                if (TM_UNLIKELY(c->stats)) {
-                    TM_STAT_ADD(c->hits, 1);
-                    TM_STAT_ADD(c->puts, 1);
-                }
+                tm_stack_push(&p->objects, h); /* one CAS */
+                TM_NET_ADD(c, -1);
                 tm_cache_exit(c);
                 return TM_OK;
             }
+            tm_cache_exit(c);
         }
-        tm_cache_exit(c);
     }
     return tm_pool_put_slow_(p, &h, 1, NULL);
 }
