@@ -148,15 +148,17 @@ static inline int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, u
             uint32_t len = c->len;
             if (TM_LIKELY(n <= len && n != 0)) {
                 /* The hottest n, one block copy (order within a bulk is free). */
-                memcpy(out, c->objs + len - n, (size_t)n * sizeof(uint32_t));
+                const uint32_t *src = c->objs + len - n;
+                memcpy(out, src, (size_t)n * sizeof(uint32_t));
                 TM_SET_LEN(c, len - n);
                 uint8_t *state = c->state;
                 if (state)
+                    /* From src, not out: out was just written by wide stores. */
                     for (uint32_t i = 0; i < n; i++)
                         /* RELAXED: only the holder of a handle writes its byte;
                          * handing over goes through the shared level's
                          * RELEASE/ACQUIRE or stays in this thread. */
-                        __atomic_store_n(&state[out[i]], TM_IN_USE, __ATOMIC_RELAXED);
+                        __atomic_store_n(&state[src[i]], TM_IN_USE, __ATOMIC_RELAXED);
                 tm_cache_exit(c);
                 return TM_OK;
             }
