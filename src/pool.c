@@ -839,6 +839,10 @@ int tm_pool_put_slow_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *ba
     return TM_OK;
 }
 
+int tm_pool_put1_slow_(tm_pool_t *p, uint32_t h) {
+    return tm_pool_put_slow_(p, &h, 1, NULL);
+}
+
 /* ---- accounting ------------------------------------------------------------ */
 
 void tm_pool_stats(tm_pool_t *p, tm_pool_stats_t *st) {

@@ -74,6 +74,10 @@ enum { TM_FREE = 0, TM_IN_USE = 1 };
 
 /* Symbols shared between pool.c and the inline paths, not for callers. */
 #define TM_INTERNAL __attribute__((visibility("hidden")))
+/* The hit paths must be inlined at every call site: out of line they cost a
+ * call and a spill of the handle (gcc stops inlining them on its own once the
+ * cache-less branch is there). */
+#define TM_HIT_PATH static inline __attribute__((always_inline))
 
 typedef struct tm_pool tm_pool_t;
 
@@ -128,20 +132,21 @@ int tm_pool_is_in_use(tm_pool_t *p, uint32_t h);
 /* The general paths (everything the inline paths do not finish). */
 TM_INTERNAL int tm_pool_get_slow_(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad);
 TM_INTERNAL int tm_pool_put_slow_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad);
+TM_INTERNAL int tm_pool_put1_slow_(tm_pool_t *p, uint32_t h);
 TM_INTERNAL extern __thread uint32_t tm_thread_slot1_
     __attribute__((tls_model("initial-exec"))); /* slot + 1; 0 = none yet */
 
 /* ---- inline hit paths ----------------------------------------------------- */
 
 /* This thread's cache for p, or NULL (no slot yet, or not created yet). */
-static inline tm_cache_t *tm_pool_my_cache_(tm_pool_t *p) {
+TM_HIT_PATH tm_cache_t *tm_pool_my_cache_(tm_pool_t *p) {
     uint32_t slot1 = tm_thread_slot1_;
     return TM_LIKELY(slot1 != 0) ? p->caches[slot1 - 1] : NULL; /* our own write, or NULL */
 }
 
 /* Get exactly n objects (n >= 1) or none: TM_OK, TM_EEMPTY, or TM_EPOISON
  * (debug mode; the objects were handed out, *bad says which one). */
-static inline int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
+TM_HIT_PATH int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
     tm_cache_t *c = tm_pool_my_cache_(p);
     if (TM_LIKELY(c != NULL && c->fast == TM_FAST_CACHE)) {
         if (TM_LIKELY(tm_cache_enter_asym(c))) {
@@ -168,11 +173,11 @@ static inline int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, u
     return tm_pool_get_slow_(p, out, n, bad);
 }
 
-static inline int tm_pool_get_bulk(tm_pool_t *p, uint32_t *out, uint32_t n) {
+TM_HIT_PATH int tm_pool_get_bulk(tm_pool_t *p, uint32_t *out, uint32_t n) {
     return tm_pool_get_bulk_ex(p, out, n, NULL);
 }
 
-static inline int tm_pool_get(tm_pool_t *p, uint32_t *out) {
+TM_HIT_PATH int tm_pool_get(tm_pool_t *p, uint32_t *out) {
     tm_cache_t *c = tm_pool_my_cache_(p);
     if (TM_LIKELY(c != NULL)) {
         if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
@@ -213,7 +218,7 @@ static inline int tm_pool_get(tm_pool_t *p, uint32_t *out) {
  * first: on TM_ERANGE / TM_EDOUBLEFREE nothing is returned and *bad (if not
  * NULL) is the index of the offending entry (a handle repeated within hs is a
  * double free).  Unchecked mode trusts the caller. */
-static inline int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
+TM_HIT_PATH int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
     tm_cache_t *c = tm_pool_my_cache_(p);
     if (TM_LIKELY(c != NULL && c->fast == TM_FAST_CACHE)) {
         if (TM_LIKELY(tm_cache_enter_asym(c))) {
@@ -250,7 +255,7 @@ static inline int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n,
     return tm_pool_put_slow_(p, hs, n, bad);
 }
 
-static inline int tm_pool_put(tm_pool_t *p, uint32_t h) {
+TM_HIT_PATH int tm_pool_put(tm_pool_t *p, uint32_t h) {
     tm_cache_t *c = tm_pool_my_cache_(p);
     if (TM_LIKELY(c != NULL && h < c->capacity)) {
         uint8_t *state = c->state;
@@ -283,7 +288,7 @@ static inline int tm_pool_put(tm_pool_t *p, uint32_t h) {
             tm_cache_exit(c);
         }
     }
-    return tm_pool_put_slow_(p, &h, 1, NULL);
+    return tm_pool_put1_slow_(p, h); /* by value: no spill of h on the hit path */
 }
 
 static inline uint64_t tm_pool_in_use(tm_pool_t *p) {
