@@ -65,6 +65,11 @@ static uint64_t tm_slot_bits[TM_MAX_THREADS / 64]; /* under tm_registry_lock */
 static pthread_key_t tm_thread_key;
 static pthread_once_t tm_init_once = PTHREAD_ONCE_INIT;
 static int tm_symmetric_ = 1; /* set once in tm_global_init_ (and in a fork child) */
+/* The placeholder in pool->caches[] for "no cache": fast kind NONE, capacity
+ * 0, never written. */
+static tm_cache_t tm_no_cache_;
+#define TM_NOCACHE (&tm_no_cache_)
+#define TM_CLAIM_WORDS (TM_MAX_THREADS / 64 + 1) /* bitmaps indexed by slot + 1 */
 
 #if defined(__SANITIZE_THREAD__)
 #define TM_TSAN 1
@@ -304,8 +309,8 @@ static tm_cache_t *tm_cache_new_(tm_pool_t *p) {
 static tm_cache_t *tm_pool_cache_(tm_pool_t *p) {
     uint32_t slot1 = tm_thread_slot1_;
     if (TM_LIKELY(slot1)) {
-        tm_cache_t *c = p->caches[slot1 - 1]; /* our own write, or NULL */
-        if (TM_LIKELY(c != NULL))
+        tm_cache_t *c = p->caches[slot1]; /* our own write, or the placeholder */
+        if (TM_LIKELY(c != TM_NOCACHE))
             return c;
     }
     pthread_once(&tm_init_once, tm_global_init_);
@@ -324,10 +329,10 @@ static tm_cache_t *tm_pool_cache_(tm_pool_t *p) {
         }
     }
     if (slot1) {
-        c = p->caches[slot1 - 1];
-        if (!c && (c = tm_cache_new_(p)) != NULL) {
+        c = p->caches[slot1];
+        if (c == TM_NOCACHE && (c = tm_cache_new_(p)) != NULL) {
             /* RELEASE: pairs with the claimants' ACQUIRE load of caches[]. */
-            __atomic_store_n(&p->caches[slot1 - 1], c, __ATOMIC_RELEASE);
+            __atomic_store_n(&p->caches[slot1], c, __ATOMIC_RELEASE);
             if (slot1 > p->slots_hw)
                 /* RELEASE: pairs with the ACQUIRE reads bounding scans. */
                 __atomic_store_n(&p->slots_hw, slot1, __ATOMIC_RELEASE);
@@ -353,18 +358,18 @@ static void tm_cache_enter_wait_(tm_cache_t *c) {
 }
 
 static void tm_thread_exit_(void *slot1) {
-    uint32_t slot = (uint32_t)(uintptr_t)slot1 - 1;
+    uint32_t s1 = (uint32_t)(uintptr_t)slot1;
     pthread_mutex_lock(&tm_registry_lock);
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next) {
-        tm_cache_t *c = p->caches[slot];
-        if (!c)
+        tm_cache_t *c = p->caches[s1];
+        if (c == TM_NOCACHE)
             continue;
         uint32_t retries = 0;
         tm_cache_enter_wait_(c);
         TM_NET_ADD_(c, -(int64_t)tm_cache_drain_(p, c, &retries));
         tm_cache_exit(c);
     }
-    tm_slot_free_(slot);
+    tm_slot_free_(s1 - 1);
     tm_thread_slot1_ = 0;
     pthread_mutex_unlock(&tm_registry_lock);
 }
@@ -376,11 +381,11 @@ static void tm_thread_exit_(void *slot1) {
  * any was claimed; `claimed` marks them. */
 static int tm_claim_caches_(tm_pool_t *p, tm_cache_t *self, int all, uint64_t *claimed, uint32_t hw) {
     int any = 0;
-    for (uint32_t s = 0; s < hw; s++) {
+    for (uint32_t s = 1; s <= hw; s++) {
         /* ACQUIRE: pairs with the RELEASE in tm_pool_cache_. */
         tm_cache_t *c = __atomic_load_n(&p->caches[s], __ATOMIC_ACQUIRE);
         /* RELAXED peek at len: a hint; re-read once the cache is ours. */
-        if (!c || c == self || (!all && __atomic_load_n(&c->len, __ATOMIC_RELAXED) == 0))
+        if (c == TM_NOCACHE || c == self || (!all && __atomic_load_n(&c->len, __ATOMIC_RELAXED) == 0))
             continue;
         /* SEQ_CST: the claimant's half of the Dekker handshake (cache.h). */
         __atomic_store_n(&c->steal, 1, __ATOMIC_SEQ_CST);
@@ -406,14 +411,14 @@ static void tm_claim_release_(tm_cache_t *c) {
  * shared level.  Owners inside a call are left alone (their objects are in
  * use by a running call and come back soon). */
 static void tm_steal_idle_(tm_pool_t *p, tm_cache_t *self, uint32_t *retries) {
-    uint64_t claimed[TM_MAX_THREADS / 64] = {0};
+    uint64_t claimed[TM_CLAIM_WORDS] = {0};
     /* ACQUIRE: pairs with the RELEASE in tm_pool_cache_. */
     uint32_t hw = __atomic_load_n(&p->slots_hw, __ATOMIC_ACQUIRE);
     if (!tm_claim_caches_(p, self, 0, claimed, hw))
         return;
     tm_claim_fence_();
     int64_t moved = 0;
-    for (uint32_t s = 0; s < hw; s++) {
+    for (uint32_t s = 1; s <= hw; s++) {
         if (!(claimed[s / 64] & (1ull << (s % 64))))
             continue;
         tm_cache_t *c = p->caches[s];
@@ -429,24 +434,24 @@ static void tm_fork_prepare_(void) {
     pthread_mutex_lock(&tm_registry_lock);
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next) {
         pthread_mutex_lock(&p->steal_lock);
-        uint64_t claimed[TM_MAX_THREADS / 64] = {0};
+        uint64_t claimed[TM_CLAIM_WORDS] = {0};
         tm_claim_caches_(p, NULL, 1, claimed, p->slots_hw);
     }
     tm_claim_fence_();
     /* Wait until no owner is inside a call: none can enter now (each finds its
      * cache claimed and waits), and a call never blocks while inside. */
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next)
-        for (uint32_t s = 0; s < p->slots_hw; s++) {
+        for (uint32_t s = 1; s <= p->slots_hw; s++) {
             tm_cache_t *c = p->caches[s];
-            while (c && !tm_claim_holds_(c))
+            while (c != TM_NOCACHE && !tm_claim_holds_(c))
                 TM_CPU_RELAX();
         }
 }
 
 static void tm_fork_parent_(void) {
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next) {
-        for (uint32_t s = 0; s < p->slots_hw; s++)
-            if (p->caches[s])
+        for (uint32_t s = 1; s <= p->slots_hw; s++)
+            if (p->caches[s] != TM_NOCACHE)
                 tm_claim_release_(p->caches[s]);
         pthread_mutex_unlock(&p->steal_lock);
     }
@@ -463,9 +468,9 @@ static void tm_fork_child_(void) {
         tm_symmetric_ = 1;
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next) {
         uint32_t retries = 0;
-        for (uint32_t s = 0; s < p->slots_hw; s++) {
+        for (uint32_t s = 1; s <= p->slots_hw; s++) {
             tm_cache_t *c = p->caches[s];
-            if (!c)
+            if (c == TM_NOCACHE)
                 continue;
             p->shared_net -= tm_cache_drain_(p, c, &retries);
             c->symmetric = (uint8_t)tm_symmetric_;
@@ -526,6 +531,8 @@ int tm_pool_create(tm_pool_t **out, uint32_t capacity, uint32_t cache_size,
     p->stride = stride;
     p->obj_size = obj_size;
     pthread_mutex_init(&p->steal_lock, NULL);
+    for (uint32_t s = 0; s <= TM_MAX_THREADS; s++)
+        p->caches[s] = TM_NOCACHE;
 
     /* Not shared yet: plain stores.  Handles 0 .. F*M-1 fill magazines 0 .. F-1
      * (magazine k hands out kM first), the rest go on the objects stack in
@@ -574,8 +581,9 @@ void tm_pool_destroy(tm_pool_t *p) {
     if (p->reg_next)
         p->reg_next->reg_prev = p->reg_prev;
     pthread_mutex_unlock(&tm_registry_lock);
-    for (uint32_t s = 0; s < p->slots_hw; s++)
-        free(p->caches[s]);
+    for (uint32_t s = 1; s <= p->slots_hw; s++)
+        if (p->caches[s] != TM_NOCACHE)
+            free(p->caches[s]);
     pthread_mutex_destroy(&p->steal_lock);
     free(p->links);
     free(p->state);
@@ -697,11 +705,12 @@ static inline int tm_nocache_get1_(tm_pool_t *p, tm_cache_t *c, uint32_t *out) {
 
 int tm_pool_get_slow_(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
     uint32_t slot1 = tm_thread_slot1_;
-    tm_cache_t *c0 = slot1 ? p->caches[slot1 - 1] : NULL;
-    if (c0 && c0->size == 0 && n == 1 && !(p->flags & TM_POOL_POISON) && tm_cache_enter(c0))
-        return tm_nocache_get1_(p, c0, out);
-    if (c0)
-        tm_cache_exit(c0); /* harmless when enter was not tried: we are not in a call */
+    tm_cache_t *c0 = p->caches[slot1];
+    if (c0 != TM_NOCACHE && c0->size == 0 && n == 1 && !(p->flags & TM_POOL_POISON)) {
+        if (tm_cache_enter(c0))
+            return tm_nocache_get1_(p, c0, out);
+        tm_cache_exit(c0);
+    }
     if (TM_UNLIKELY(n == 0))
         return TM_OK;
     if (TM_UNLIKELY(n > p->capacity))
@@ -760,8 +769,8 @@ int tm_pool_get_slow_(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
 
 int tm_pool_put_slow_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
     uint32_t slot1 = tm_thread_slot1_;
-    tm_cache_t *c0 = slot1 ? p->caches[slot1 - 1] : NULL;
-    if (c0 && c0->size == 0 && n == 1 && !(p->flags & TM_POOL_POISON)) {
+    tm_cache_t *c0 = p->caches[slot1];
+    if (c0 != TM_NOCACHE && c0->size == 0 && n == 1 && !(p->flags & TM_POOL_POISON)) {
         /* The cache-less single put: check, then one CAS inside a call. */
         uint32_t h = hs[0], retries;
         if (TM_UNLIKELY(h >= p->capacity)) {
@@ -854,9 +863,9 @@ void tm_pool_stats(tm_pool_t *p, tm_pool_stats_t *st) {
     st->cas_retries = __atomic_load_n(&p->uncached_retries, __ATOMIC_RELAXED);
     /* ACQUIRE: pairs with the RELEASE in tm_pool_cache_. */
     uint32_t hw = __atomic_load_n(&p->slots_hw, __ATOMIC_ACQUIRE);
-    for (uint32_t s = 0; s < hw; s++) {
+    for (uint32_t s = 1; s <= hw; s++) {
         tm_cache_t *c = __atomic_load_n(&p->caches[s], __ATOMIC_ACQUIRE);
-        if (!c)
+        if (c == TM_NOCACHE)
             continue;
         uint32_t len = __atomic_load_n(&c->len, __ATOMIC_RELAXED);
         st->threads++;

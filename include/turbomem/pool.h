@@ -98,13 +98,17 @@ struct tm_pool {
     uint32_t *mag_links;    /* full.next == empty.next */
     unsigned char *base;    /* object memory, touched only in POISON mode */
     size_t stride, obj_size;
-    uint32_t slots_hw;      /* 1 + highest slot with a cache; RELEASE/ACQUIRE */
+    uint32_t slots_hw;      /* highest caches[] index in use (slot + 1); RELEASE/ACQUIRE */
     /* Rare paths only (atomic RMW): steals, threads without a slot. */
     int64_t shared_net TM_ALIGNED(TM_CACHE_LINE);
     uint64_t uncached_gets, uncached_puts, uncached_retries;
     pthread_mutex_t steal_lock; /* one claimant at a time (slow path only) */
     tm_pool_t *reg_next, *reg_prev;     /* registry list, under the registry lock */
-    tm_cache_t *caches[TM_MAX_THREADS]; /* slot -> cache; written under the registry lock */
+    /* Indexed by slot + 1, written under the registry lock.  Never NULL:
+     * entry 0 (threads without a slot) and slots without a cache point to one
+     * shared placeholder whose fast kind is NONE, so the hit path loads its
+     * cache with no test at all. */
+    tm_cache_t *caches[TM_MAX_THREADS + 1];
 };
 
 typedef struct tm_pool_stats {
@@ -138,17 +142,16 @@ TM_INTERNAL extern __thread uint32_t tm_thread_slot1_
 
 /* ---- inline hit paths ----------------------------------------------------- */
 
-/* This thread's cache for p, or NULL (no slot yet, or not created yet). */
+/* This thread's cache for p, or the placeholder (fast kind NONE). */
 TM_HIT_PATH tm_cache_t *tm_pool_my_cache_(tm_pool_t *p) {
-    uint32_t slot1 = tm_thread_slot1_;
-    return TM_LIKELY(slot1 != 0) ? p->caches[slot1 - 1] : NULL; /* our own write, or NULL */
+    return p->caches[tm_thread_slot1_]; /* our own write, or the placeholder */
 }
 
 /* Get exactly n objects (n >= 1) or none: TM_OK, TM_EEMPTY, or TM_EPOISON
  * (debug mode; the objects were handed out, *bad says which one). */
 TM_HIT_PATH int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
     tm_cache_t *c = tm_pool_my_cache_(p);
-    if (TM_LIKELY(c != NULL && c->fast == TM_FAST_CACHE)) {
+    if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
         if (TM_LIKELY(tm_cache_enter_asym(c))) {
             uint32_t len = c->len;
             if (TM_LIKELY(n <= len && n != 0)) {
@@ -179,7 +182,7 @@ TM_HIT_PATH int tm_pool_get_bulk(tm_pool_t *p, uint32_t *out, uint32_t n) {
 
 TM_HIT_PATH int tm_pool_get(tm_pool_t *p, uint32_t *out) {
     tm_cache_t *c = tm_pool_my_cache_(p);
-    if (TM_LIKELY(c != NULL)) {
+    {
         if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
             if (TM_LIKELY(tm_cache_enter_asym(c))) {
                 uint32_t len = c->len;
@@ -220,7 +223,7 @@ TM_HIT_PATH int tm_pool_get(tm_pool_t *p, uint32_t *out) {
  * double free).  Unchecked mode trusts the caller. */
 TM_HIT_PATH int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
     tm_cache_t *c = tm_pool_my_cache_(p);
-    if (TM_LIKELY(c != NULL && c->fast == TM_FAST_CACHE)) {
+    if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
         if (TM_LIKELY(tm_cache_enter_asym(c))) {
             uint32_t len = c->len;
             if (TM_LIKELY(len + n <= c->size)) {
@@ -257,7 +260,7 @@ TM_HIT_PATH int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, u
 
 TM_HIT_PATH int tm_pool_put(tm_pool_t *p, uint32_t h) {
     tm_cache_t *c = tm_pool_my_cache_(p);
-    if (TM_LIKELY(c != NULL && h < c->capacity)) {
+    if (TM_LIKELY(h < c->capacity)) { /* the placeholder's capacity is 0 */
         uint8_t *state = c->state;
         if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
             if (TM_LIKELY(tm_cache_enter_asym(c))) {
