@@ -121,17 +121,27 @@ static rte_iova_t tmd_iova_none(const void *obj) { (void)obj; return RTE_BAD_IOV
 
 /* ---- ops: alloc / free -------------------------------------------------------- */
 
-static uint32_t tmd_cache_size_from_env(uint32_t capacity) {
+/* TurboMem's own per-thread cache, behind DPDK's lcore cache.  Measured with
+ * mempool_perf (dpdk/README.md "Caches"): behind an lcore cache it gains
+ * nothing (cache flushes and refills are mostly larger than half of it, and
+ * bypass it) and sometimes costs; in a pool without an lcore cache it is the
+ * only cache, and every get and put would otherwise be a CAS on the shared
+ * stack.  So: 0 when the pool has an lcore cache, TMD_DEFAULT_CACHE when it
+ * has none; TURBOMEM_DPDK_CACHE=N overrides both. */
+#define TMD_DEFAULT_CACHE 256u
+
+static uint32_t tmd_cache_size(const struct rte_mempool *mp) {
+    uint32_t v = mp->cache_size ? 0 : TMD_DEFAULT_CACHE;
     const char *s = getenv("TURBOMEM_DPDK_CACHE");
-    if (!s || !*s)
-        return 0; /* DPDK's lcore cache is in front; see dpdk/README.md "Caches" */
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*end || v > TM_CACHE_MAX) {
-        TMD_LOG(WARNING, "TURBOMEM_DPDK_CACHE=%s ignored (0..%u)\n", s, TM_CACHE_MAX);
-        return 0;
+    if (s && *s) {
+        char *end;
+        unsigned long e = strtoul(s, &end, 10);
+        if (*end || e > TM_CACHE_MAX)
+            TMD_LOG(WARNING, "TURBOMEM_DPDK_CACHE=%s ignored (0..%u)\n", s, TM_CACHE_MAX);
+        else
+            v = (uint32_t)e;
     }
-    return v > capacity ? capacity : (uint32_t)v;
+    return v > mp->size ? mp->size : v;
 }
 
 static int tmd_alloc(struct rte_mempool *mp) {
@@ -141,7 +151,7 @@ static int tmd_alloc(struct rte_mempool *mp) {
     if (!d)
         return -ENOMEM;
     d->capacity = mp->size;
-    d->cache_size = tmd_cache_size_from_env(mp->size);
+    d->cache_size = tmd_cache_size(mp);
     unsigned flags = 0;
 #ifdef TM_POOL_UNCHECKED
     flags |= TM_POOL_UNCHECKED; /* DPDK's contract has no per-object checks */
@@ -385,10 +395,10 @@ static int tmd_populate(struct rte_mempool *mp, unsigned max_objs, void *vaddr, 
     }
     size_t huge = tmd_smaps_huge_bytes(d->region, d->region_len);
     TMD_LOG(NOTICE,
-            "pool %s: %u objects x %zu B in %p-%p (%zu MiB); THP %s, %s, %s, NUMA %s, IOVA %s; "
+            "pool %s: %u objects x %zu B in %p-%p (%zu MiB), TurboMem cache %u; THP %s, %s, %s, NUMA %s, IOVA %s; "
             "huge pages %zu of %zu bytes (%.1f%%) per /proc/self/smaps\n",
             mp->name, d->capacity, stride, (void *)d->region, (void *)(d->region + d->region_len),
-            d->region_len >> 20, d->thp_mode, d->advice, d->populate, d->numa, d->iova, huge, d->region_len,
+            d->region_len >> 20, d->cache_size, d->thp_mode, d->advice, d->populate, d->numa, d->iova, huge, d->region_len,
             100.0 * (double)huge / (double)d->region_len);
     return (int)max_objs;
 }
