@@ -1,4 +1,7 @@
-"""`python -m turbomem bench [core|python|hugepages|pipeline|all] [--quick] [--json FILE] [--plot FILE.png]`
+"""`python -m turbomem bench [core|python|hugepages|pipeline|dpdk|all] [--quick] [--json FILE] [--plot FILE.png]`
+
+`all` runs the first four; `dpdk` (the mempool driver in testpmd) runs only
+when named: it needs root, reserves hugepages and starts testpmd dozens of times.
 
 main(argv) takes the arguments after `bench` (a leading "bench" is accepted
 and dropped) and returns the process exit status:
@@ -16,7 +19,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import machine, report
 
-SUITE_NAMES = ("core", "python", "hugepages", "pipeline")
+SUITE_NAMES = ("core", "python", "hugepages", "pipeline")  # what `all` runs
+EXTRA_SUITES = ("dpdk",)  # run only when named
 
 
 def _run_core(quick: bool, progress, opts) -> Dict[str, Any]:
@@ -43,12 +47,19 @@ def _run_pipeline(quick: bool, progress, opts) -> Dict[str, Any]:
     return pipeline_suite.suite(quick=quick, progress=progress)
 
 
+def _run_dpdk(quick: bool, progress, opts) -> Dict[str, Any]:
+    from . import dpdk_suite
+
+    return dpdk_suite.run(quick=quick, progress=progress)
+
+
 # name -> runner(quick, progress, opts) -> suite result; tests replace these.
 RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "core": _run_core,
     "python": _run_python,
     "hugepages": _run_hugepages,
     "pipeline": _run_pipeline,
+    "dpdk": _run_dpdk,
 }
 
 
@@ -56,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m turbomem bench",
         description="TurboMem benchmarks: the C core against DPDK (core), Python-level get/put against "
-                    "pure-Python free lists (python), huge pages against small pages (hugepages), and packet "
-                    "pipelines against what Python users write today (pipeline).",
+                    "pure-Python free lists (python), huge pages against small pages (hugepages), packet "
+                    "pipelines against what Python users write today (pipeline), and the turbomem DPDK mempool "
+                    "driver in testpmd (dpdk; not part of all).",
     )
-    p.add_argument("suite", nargs="?", default="all", choices=SUITE_NAMES + ("all",),
+    p.add_argument("suite", nargs="?", default="all", choices=SUITE_NAMES + EXTRA_SUITES + ("all",),
                    help="which suite to run (default: all)")
     p.add_argument("--quick", action="store_true", help="a short run (about a minute per suite)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-' for stdout)")
