@@ -94,6 +94,10 @@ def build(out_dir: Optional[Path] = None) -> Tuple[Optional[Path], str]:
                 h.update(f.name.encode() + f.read_bytes())
         out_dir = _paths.cache_dir() / ("dpdk-" + h.hexdigest()[:16])
     out_dir.mkdir(parents=True, exist_ok=True)
+    for d in [out_dir.resolve()] + list(out_dir.resolve().parents):
+        if d.stat().st_mode & 0o002:
+            return None, ("%s is world-writable: EAL would refuse to load the driver from %s "
+                          "(set TURBOMEM_CACHE_DIR elsewhere)" % (d, out_dir))
     with open(out_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         r = subprocess.run(["make", "-s", "-C", str(src), "O=%s" % out_dir, "all"], capture_output=True,
