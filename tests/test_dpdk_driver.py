@@ -210,3 +210,13 @@ def test_cli_knows_the_dpdk_suite():
     assert cli.parse_args(["bench", "dpdk", "--quick"]).suite == "dpdk"
     assert "dpdk" not in cli.selected("all")  # needs root and hugepages: only when named
     assert "dpdk" in cli.RUNNERS
+
+
+def test_paired_ratio_pairs_runs_of_the_same_repetition():
+    raw = [{"topology": "null", "setup": "a", "rep": 0, "mpps": 10.0},
+           {"topology": "null", "setup": "b", "rep": 0, "mpps": 20.0},
+           {"topology": "null", "setup": "a", "rep": 1, "mpps": 40.0},  # the machine got faster: both sides
+           {"topology": "null", "setup": "b", "rep": 1, "mpps": 80.0},
+           {"topology": "null", "setup": "a", "rep": 2, "mpps": 5.0}]   # no partner in rep 2: not paired
+    assert dpdk_suite.paired_ratio(raw, "null", "a", "b") == pytest.approx(0.5)
+    assert dpdk_suite.paired_ratio(raw, "af_packet", "a", "b") is None

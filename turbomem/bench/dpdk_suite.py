@@ -446,6 +446,8 @@ COLUMNS = [
     {"key": "range", "title": "(min-max)", "fmt": "r"},
     {"key": "vs_hugetlb", "title": "vs ring/hugetlb", "fmt": "x"},
     {"key": "vs_4k", "title": "vs ring/4K", "fmt": "x"},
+    {"key": "paired_hugetlb", "title": "paired vs hugetlb", "fmt": "x"},
+    {"key": "paired_4k", "title": "paired vs 4K", "fmt": "x"},
     {"key": "coverage", "title": "pool on huge pages", "fmt": "%"},
     {"key": "pool_mib", "title": "pool MiB", "fmt": "d"},
     {"key": "n", "title": "runs", "fmt": "d"},
@@ -469,7 +471,19 @@ def build_rows(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     for r in rows:
         r["vs_hugetlb"] = ratio(r["mpps"], med.get((r["topology"], "ring_mp_mc/hugetlb")))
         r["vs_4k"] = ratio(r["mpps"], med.get((r["topology"], "ring_mp_mc/4K")))
+        r["paired_hugetlb"] = paired_ratio(raw, r["topology"], r["setup"], "ring_mp_mc/hugetlb")
+        r["paired_4k"] = paired_ratio(raw, r["topology"], r["setup"], "ring_mp_mc/4K")
     return rows
+
+
+def paired_ratio(raw: List[Dict[str, Any]], topo: str, setup: str, base: str) -> Optional[float]:
+    """Median over repetitions of setup/base within the same repetition: the
+    setups of one repetition run back to back, so a load change on a shared
+    machine hits both sides of each ratio about equally."""
+    by: Dict[Tuple[str, int], float] = {(r["setup"], r["rep"]): r["mpps"] for r in raw
+                                        if r["topology"] == topo and r.get("mpps") and "rep" in r}
+    rs = [by[(setup, rep)] / by[(base, rep)] for (s_, rep) in by if s_ == setup and (base, rep) in by]
+    return statistics.median(rs) if rs else None
 
 
 def evaluate_goals(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -480,8 +494,9 @@ def evaluate_goals(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         m = ratio(a, b)
         goals.append({"goal": text, "target": target, "target_text": ">= %.1fx" % target, "measured": m,
                       "met": None if m is None else m >= target,
-                      "detail": "medians %s vs %s Mpps" % ("-" if a is None else "%.2f" % a,
-                                                           "-" if b is None else "%.2f" % b)})
+                      "detail": "medians %s vs %s Mpps; paired per-repetition ratio %s" % (
+                          "-" if a is None else "%.2f" % a, "-" if b is None else "%.2f" % b,
+                          _x(by.get((topo, setup), {}).get("paired_hugetlb" if "hugetlb" in base else "paired_4k")))})
     thp = (machine.thp_mode() or {}).get("enabled")
     tm_cov = [r["coverage"] for r in rows if r["setup"] == "turbomem/THP" and r.get("coverage") is not None]
     goals.append({"goal": "THP coverage of the driver's region (THP enabled=%s)" % thp, "target": 1.0,
@@ -561,6 +576,10 @@ def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = N
         res["notes"].append("dTLB-load-misses not measured: no hardware perf counters here (%s)"
                             % perf.get("why"))
     return res
+
+
+def _x(v: Optional[float]) -> str:
+    return "-" if v is None else "%.2fx" % v
 
 
 def _f(v: Optional[float]) -> str:
