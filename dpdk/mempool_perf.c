@@ -3,7 +3,7 @@
  * pools that differ only in their ops.  Contenders alternate within each
  * repetition.  dpdk-test's own mempool_perf_autotest runs the same loop (and
  * can be pointed at turbomem with --mbuf-pool-ops-name), but takes 5 s per
- * point, about 15 minutes in all; this one takes seconds.
+ * point, about an hour in all; this one takes seconds.
  *
  *   ./mempool_perf <EAL args> -- [--ops ring_mp_mc,turbomem,turbomem:256]
  *       [--cache 0,256] [--bulk 1,32] [--keep 32,128] [--cores 1,all]

@@ -18,8 +18,8 @@ mempool_perf harness) with make, then, in one run and alternating:
   measured as Mpps forwarded (the sum of testpmd's Tx-pps over both ports,
   from `show port stats all` after a warm-up), with the huge page coverage
   of each pool's memory read from testpmd's /proc/<pid>/smaps while it runs;
-* dpdk/mempool_perf (mempool_perf_autotest's loop, seconds instead of the
-  15 minutes dpdk-test takes) for ring_mp_mc against turbomem.
+* dpdk/mempool_perf (mempool_perf_autotest's loop, seconds per point instead
+  of dpdk-test's 5 s x 720 points) for ring_mp_mc against turbomem.
 
 Needs root (hugepages, namespaces), dpdk-testpmd and libdpdk-dev; what is
 missing is skipped with the reason.
