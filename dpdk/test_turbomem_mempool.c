@@ -450,6 +450,19 @@ int main(int argc, char **argv) {
     }
     test_strides();
     test_mbuf_pool();
+    /* rte_mempool_populate_anon (testpmd --mp-alloc=anon) goes through the same op. */
+    {
+        struct rte_mempool *mp = rte_mempool_create_empty("tm_anon", 1500, 700, 32, 0, SOCKET_ID_ANY, 0);
+        CHECK(mp && rte_mempool_set_ops_byname(mp, TURBOMEM_MEMPOOL_OPS_NAME, NULL) == 0, "anon pool");
+        if (mp) {
+            int n = rte_mempool_populate_anon(mp);
+            CHECK(n == 1500, "populate_anon gave %d", n);
+            COUNTS(mp, 0);
+            test_memory(mp);
+            test_basic(mp);
+            rte_mempool_free(mp);
+        }
+    }
     /* Create and free repeatedly: nothing leaks, regions come back. */
     for (int i = 0; i < 20; i++) {
         struct rte_mempool *mp = make_pool("tm_again", 1000, 512, 16, 0);
