@@ -405,6 +405,7 @@ static int tmd_populate(struct rte_mempool *mp, unsigned max_objs, void *vaddr, 
 
 /* ---- the info call (tests, benchmarks) ----------------------------------------- */
 
+__attribute__((visibility("default")))
 int turbomem_mempool_info(const struct rte_mempool *mp, struct turbomem_mempool_info *out) {
     if (!mp || !out)
         return -EINVAL;
