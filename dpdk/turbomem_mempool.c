@@ -27,7 +27,7 @@
  *   DPDK still reserves a memzone for the pool (calc_mem_size asks for one
  *   cache line: populate_default insists on a chunk); the objects are not in
  *   it, so rte_mempool_mem_iter() sees only that line.  IOVA: with EAL in
- *   IOVA-as-VA mode (always under --no-huge) an object's IOVA is its address;
+ *   IOVA-as-VA mode (what EAL picks under --no-huge) an object's IOVA is its address;
  *   in PA mode the driver gives RTE_BAD_IOVA (fine for vdevs such as
  *   net_null, net_ring, net_af_packet; not for a physical NIC's DMA).
  *
