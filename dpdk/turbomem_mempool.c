@@ -273,7 +273,7 @@ static size_t tmd_smaps_huge_bytes(const void *addr, size_t len) {
     uintptr_t lo = (uintptr_t)addr, hi = lo + len;
     int inside = 0;
     size_t total = 0;
-    char line[512];
+    char line[4096]; /* VMA headers carry a path: PATH_MAX */
     while (fgets(line, sizeof line, f)) {
         unsigned long start, end, kb;
         /* A VMA header ("7f..-7f.. rw-p ..."); field lines ("AnonHugePages: ...")
