@@ -361,7 +361,8 @@ def run_testpmd(setup: str, topology: str, driver: Path, warm: float, seconds: f
         t1 = time.time()
         wait_for(r"(?s)(NIC statistics for port.*){4}", 30)
         try:
-            smaps = open("/proc/%d/smaps" % _dpdk_pid(p.pid)).read()
+            # `ip netns exec` and stdbuf exec testpmd: p.pid is testpmd's pid.
+            smaps = open("/proc/%d/smaps" % p.pid).read()
         except OSError as e:
             smaps = ""
             row["coverage_how"] = "smaps unreadable: %s" % e
@@ -398,11 +399,6 @@ def run_testpmd(setup: str, topology: str, driver: Path, warm: float, seconds: f
         if p.poll() is None:
             p.kill()
             p.wait()
-
-
-def _dpdk_pid(pid: int) -> int:
-    """testpmd's pid: `ip netns exec` execs it, so the pid is the same."""
-    return pid
 
 
 # ---- mempool_perf ---------------------------------------------------------------------
