@@ -1,4 +1,8 @@
-"""`python -m turbomem bench [core|python|hugepages|pipeline|xdp|all] [--quick] [--json FILE] [--plot FILE.png]`
+"""`python -m turbomem bench [core|python|hugepages|pipeline|dpdk|xdp|all] [--quick] [--json FILE] [--plot FILE.png]`
+
+`all` runs the first four; `dpdk` (the mempool driver in testpmd) and `xdp` (AF_XDP / TPACKET_V3 receive
+on a veth pair) run only when named: both need root; dpdk reserves hugepages and starts testpmd dozens of
+times, xdp makes network namespaces.
 
 main(argv) takes the arguments after `bench` (a leading "bench" is accepted
 and dropped) and returns the process exit status:
@@ -16,9 +20,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import machine, report
 
-SUITE_NAMES = ("core", "python", "hugepages", "pipeline")
-# Run only when named: xdp needs root and makes network namespaces.
-EXTRA_SUITES = ("xdp",)
+SUITE_NAMES = ("core", "python", "hugepages", "pipeline")  # what `all` runs
+# Run only when named: both need root (dpdk reserves hugepages, xdp makes network namespaces).
+EXTRA_SUITES = ("dpdk", "xdp")
 
 
 def _run_core(quick: bool, progress, opts) -> Dict[str, Any]:
@@ -51,12 +55,19 @@ def _run_xdp(quick: bool, progress, opts) -> Dict[str, Any]:
     return xdp_suite.suite(quick=quick, progress=progress)
 
 
+def _run_dpdk(quick: bool, progress, opts) -> Dict[str, Any]:
+    from . import dpdk_suite
+
+    return dpdk_suite.run(quick=quick, progress=progress)
+
+
 # name -> runner(quick, progress, opts) -> suite result; tests replace these.
 RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "core": _run_core,
     "python": _run_python,
     "hugepages": _run_hugepages,
     "pipeline": _run_pipeline,
+    "dpdk": _run_dpdk,
     "xdp": _run_xdp,
 }
 
@@ -65,12 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m turbomem bench",
         description="TurboMem benchmarks: the C core against DPDK (core), Python-level get/put against "
-                    "pure-Python free lists (python), huge pages against small pages (hugepages), and packet "
-                    "pipelines against what Python users write today (pipeline), and packet receive with AF_XDP / "
-                    "TPACKET_V3 against recvmmsg, recvfrom and DPDK's net_af_xdp on a veth pair (xdp, root).",
+                    "pure-Python free lists (python), huge pages against small pages (hugepages), packet "
+                    "pipelines against what Python users write today (pipeline), the turbomem DPDK mempool "
+                    "driver in testpmd (dpdk, root), and packet receive with AF_XDP / TPACKET_V3 against "
+                    "recvmmsg, recvfrom and DPDK's net_af_xdp on a veth pair (xdp, root).",
     )
     p.add_argument("suite", nargs="?", default="all", choices=SUITE_NAMES + EXTRA_SUITES + ("all",),
-                   help="which suite to run (default: all, which leaves out xdp)")
+                   help="which suite to run (default: all, which leaves out dpdk and xdp)")
     p.add_argument("--quick", action="store_true", help="a short run (about a minute per suite)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-' for stdout)")
     p.add_argument("--plot", metavar="FILE.png", help="draw a chart (needs matplotlib)")
