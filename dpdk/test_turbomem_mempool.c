@@ -210,16 +210,16 @@ static void test_ops_direct(struct rte_mempool *mp) {
     CHECK(ops_count(mp) == avail - 64, "refused enqueues changed the count");
     CHECK(rte_mempool_ops_enqueue_bulk(mp, objs, 64) == 0, "enqueue 64");
     CHECK(ops_count(mp) == avail, "count after enqueue");
-    /* A put of an object that is already free: refused while the core checks
-     * state (a build with TM_POOL_UNCHECKED does not look). */
-    void *again = objs[0];
-    int rc = rte_mempool_ops_enqueue_bulk(mp, &again, 1);
-#ifndef TM_POOL_UNCHECKED
-    CHECK(rc == -EINVAL, "double put accepted (%d)", rc);
-    CHECK(ops_count(mp) == avail, "a refused double put changed the count");
-#else
-    (void)rc;
-#endif
+    if (info.checked) {
+        /* A put of an object that is already free: refused while the core
+         * checks state.  Unchecked (TM_POOL_UNCHECKED, DPDK's contract, what
+         * the driver uses when the core has it) a double put is the caller's
+         * bug, undetected as in every DPDK mempool driver: not committed here. */
+        void *again = objs[0];
+        int rc = rte_mempool_ops_enqueue_bulk(mp, &again, 1);
+        CHECK(rc == -EINVAL, "double put accepted (%d)", rc);
+        CHECK(ops_count(mp) == avail, "a refused double put changed the count");
+    }
     /* A dequeue larger than what is there takes nothing. */
     void **all = calloc(avail + 1, sizeof(void *));
     CHECK(rte_mempool_ops_dequeue_bulk(mp, all, avail + 1) == -ENOBUFS, "over-dequeue");
@@ -384,11 +384,17 @@ static void test_strides(void) {
         turbomem_mempool_info(mp, &info);
         void **objs = calloc(n, sizeof(void *));
         CHECK(rte_mempool_ops_dequeue_bulk(mp, objs, n) == 0, "dequeue all");
+        /* Every object exactly once, each at the start of its slot (the order
+         * the pool hands them out in is its own business). */
         unsigned bad = 0;
-        for (unsigned i = 0; i < n; i++) { /* the initial order is 0, 1, 2, ... */
-            char *want = (char *)info.region + mp->header_size + (size_t)i * info.stride;
-            bad += objs[i] != want;
+        unsigned char *seen = calloc(n, 1);
+        for (unsigned i = 0; i < n; i++) {
+            size_t off = (size_t)((char *)objs[i] - ((char *)info.region + mp->header_size));
+            if ((char *)objs[i] < (char *)info.region + mp->header_size || off % info.stride != 0 ||
+                off / info.stride >= n || seen[off / info.stride]++)
+                bad++;
         }
+        free(seen);
         CHECK(bad == 0, "element %u (stride %zu): %u objects not where expected", cases[k].elt, info.stride, bad);
         CHECK(rte_mempool_ops_enqueue_bulk(mp, objs, n) == 0, "enqueue all");
         COUNTS(mp, 0);

@@ -197,7 +197,7 @@ static int tmd_enqueue(struct rte_mempool *mp, void *const *objs, unsigned n) {
         }
     }
     if (rc == 0 && n && tm_pool_put_bulk(d->pool, hs, n, NULL) != TM_OK)
-        rc = -EINVAL; /* a handle already free (double put): nothing is enqueued */
+        rc = -EINVAL; /* the core refused it (only a checked core looks): nothing enqueued */
     if (hs != on_stack)
         free(hs);
     return rc;
@@ -423,6 +423,7 @@ int turbomem_mempool_info(const struct rte_mempool *mp, struct turbomem_mempool_
     out->stride = d->stride;
     out->capacity = d->capacity;
     out->cache_size = d->cache_size;
+    out->checked = tm_pool_is_in_use(d->pool, 0) >= 0; /* -1: no per-object state */
     snprintf(out->thp_mode, sizeof out->thp_mode, "%s", d->thp_mode);
     snprintf(out->advice, sizeof out->advice, "%s", d->advice);
     snprintf(out->numa, sizeof out->numa, "%s", d->numa);

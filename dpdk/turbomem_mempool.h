@@ -29,6 +29,8 @@ struct turbomem_mempool_info {
     char numa[80];         /* mbind outcome */
     char populate[40];     /* MADV_POPULATE_WRITE, or page touching */
     char iova[24];         /* "va" (IOVA = VA) or "none" (RTE_BAD_IOVA) */
+    int checked;           /* 1: the core keeps per-object state (a double put is refused);
+                              0: TM_POOL_UNCHECKED, DPDK's contract (it is not) */
 };
 
 /* Fills *out for a pool whose ops are "turbomem".  Returns 0, or -EINVAL when
