@@ -6,7 +6,8 @@
             pool.put_bulk(handles)
 
 Both magics (0xa1b2c3d4 microsecond, 0xa1b23c4d nanosecond) in both byte
-orders are read; pcapng is not.  A record longer than ``obj_size`` is cut to
+orders are read; pcapng is read by :mod:`turbomem.packet.pcapng`, and
+``turbomem.packet.pcapng.open_capture`` picks the reader by the magic.  A record longer than ``obj_size`` is cut to
 ``obj_size`` bytes and counted in ``reader.truncated`` (or, with
 ``oversize="error"``, raises PcapError).
 
@@ -125,8 +126,8 @@ class PcapReader:
         elif struct.unpack_from(">I", raw)[0] in PCAP_MAGICS:
             order = ">"
         else:
-            raise PcapError(f"bad pcap magic 0x{magic_le:08x} (pcapng and other formats "
-                            "are not supported)", 0)
+            raise PcapError(f"bad pcap magic 0x{magic_le:08x} (pcapng: use "
+                            "turbomem.packet.pcapng.open_capture)", 0)
         magic, major, minor, _zone, _sigfigs, snaplen, network = struct.unpack(
             order + "IHHiIII", raw)
         if major != 2 or minor > 4:

@@ -1,4 +1,4 @@
-"""Traffic summaries of pcap files (the engine of examples/pcap_stats.py).
+"""Traffic summaries of pcap and pcapng files (the engine of examples/pcap_stats.py).
 
 Memory stays bounded by the pool: packets are read in bursts into pool
 objects, parsed (vectorised), counted, and the objects go straight back.
@@ -13,7 +13,7 @@ import socket
 import numpy as np
 
 from turbomem.packet import parse as _parse
-from turbomem.packet.pcap import PcapReader
+from turbomem.packet.pcapng import open_capture
 
 __all__ = ["summarize", "format_summary"]
 
@@ -29,7 +29,7 @@ def _addr_strings(info: np.ndarray) -> list[str]:
 
 
 def summarize(path, *, pool=None, burst: int = 256, obj_size: int = 2048, top: int = 10) -> dict:
-    """Count packets, bytes, protocols, distinct 5-tuple flows and top talkers."""
+    """Count packets, bytes, protocols, distinct 5-tuple flows and top talkers of a pcap or pcapng file."""
     import turbomem as tm
 
     own_pool = pool is None
@@ -41,9 +41,10 @@ def summarize(path, *, pool=None, burst: int = 256, obj_size: int = 2048, top: i
     flows: set[bytes] = set()
     talkers: dict[str, list[int]] = {}
     try:
-        with PcapReader(path, pool, burst) as reader:
-            linktype = reader.linktype
+        with open_capture(path, pool, burst) as reader:
+            linktype = reader.linktype  # pcapng: per interface, and one per burst
             for handles, lengths, _ts, orig in reader:
+                linktype = reader.linktype
                 try:
                     info = _parse.parse(pool, handles, lengths, linktype=linktype,
                                         wire_lengths=orig)
