@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional
 from . import machine, report
 
 SUITE_NAMES = ("core", "python", "hugepages", "pipeline")
+# How the user called us (the `turbomem` script sets "turbomem bench"), for usage lines.
+PROG = "python -m turbomem bench"
 
 
 def _run_core(quick: bool, progress, opts) -> Dict[str, Any]:
@@ -54,7 +56,7 @@ RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m turbomem bench",
+        prog=PROG,
         description="TurboMem benchmarks: the C core against DPDK (core), Python-level get/put against "
                     "pure-Python free lists (python), huge pages against small pages (hugepages), and packet "
                     "pipelines against what Python users write today (pipeline).",

@@ -3,7 +3,7 @@
     receive (pcap file or UDP socket) --ring--> classify (vectorised) --ring--> forward
 
 Every buffer comes from one Pool; the rings carry uint32 handles only.
-Per-packet metadata (captured and wire length) lives in side tables indexed
+Per-packet metadata (captured and wire length, timestamp) lives in side tables indexed
 by handle, the way DPDK keeps it in the mbuf: a handle is owned by exactly
 one stage at a time, so the tables need no locking (the ring hand-off orders
 the writes).
@@ -64,11 +64,16 @@ class PcapSource:
         self.reader = PcapReader(path, pool, burst)
         self.linktype = self.reader.linktype
 
+    @property
+    def truncated(self) -> int:
+        """Packets longer than the pool's objects, cut to ``obj_size`` (their wire length is kept)."""
+        return self.reader.truncated
+
     def read(self, n):
         b = self.reader.read_burst(n)
         if b is None:
             return None
-        return b[0], b[1], b[3]
+        return b[0], b[1], b[3], b[2]  # handles, captured and wire lengths, timestamps (ns)
 
     def close(self):
         self.reader.close()
@@ -103,7 +108,7 @@ class UdpSource:
         h, ln = self.rx.recv(n, timeout=0.02)
         if len(h):
             self._last = time.monotonic()
-        return h, ln, ln
+        return h, ln, ln, np.full(len(h), time.time_ns(), dtype=np.int64)
 
     def close(self):
         pass
@@ -112,7 +117,14 @@ class UdpSource:
 # -------------------------------------------------------------------- sinks --
 
 class CountSink:
-    """Counts what is forwarded (packets, bytes) and lets it go."""
+    """Counts what is forwarded (packets, bytes) and lets it go.
+
+    A sink is called as ``sink(pool, handles, lengths)``; one whose
+    ``wants_metadata`` is true is also given ``wire_lengths`` and
+    ``timestamps_ns`` (keyword arguments), one per handle.
+    """
+
+    wants_metadata = False
 
     def __init__(self):
         self.packets = 0
@@ -127,12 +139,21 @@ class CountSink:
 
 
 class PcapSink(CountSink):
+    """Writes forwarded packets to a pcap file with their timestamps and wire lengths.
+
+    A packet that was cut to the pool's ``obj_size`` on the way in is
+    written as a cut record (captured length < original length), as
+    tcpdump's snaplen would.
+    """
+
+    wants_metadata = True
+
     def __init__(self, path, linktype=1):
         super().__init__()
-        self.writer = PcapWriter(path, linktype=linktype)
+        self.writer = PcapWriter(path, linktype=linktype, nanosecond=True)
 
-    def __call__(self, pool, handles, lengths):
-        self.writer.write_burst(pool, handles, lengths)
+    def __call__(self, pool, handles, lengths, wire_lengths=None, timestamps_ns=None):
+        self.writer.write_burst(pool, handles, lengths, timestamps_ns, wire_lengths)
         super().__call__(pool, handles, lengths)
 
     def close(self):
@@ -162,10 +183,11 @@ class _Stage:
         self.first = None
         self.last = None
 
-    def tick(self, n, nbytes):
+    def tick(self, n, nbytes, began=None):
+        """Count a batch that this stage started working on at ``began`` (perf_counter)."""
         now = time.perf_counter()
         if self.first is None:
-            self.first = now
+            self.first = now if began is None else began  # one batch still has a duration
         self.last = now
         self.packets += n
         self.bytes += nbytes
@@ -214,6 +236,7 @@ class Pipeline:
         self.backpressure = backpressure
         self.cap_len = np.zeros(pool.capacity, dtype=np.uint32)
         self.wire_len = np.zeros(pool.capacity, dtype=np.uint32)
+        self.timestamp = np.zeros(pool.capacity, dtype=np.int64)
 
     def run(self, source, sink=None, *, linktype=None) -> dict:
         pool = self.pool
@@ -261,6 +284,7 @@ class Pipeline:
 
         def receive():
             while not stop.is_set():
+                began = time.perf_counter()
                 try:
                     b = source.read(burst)
                 except PoolEmptyError:
@@ -269,13 +293,14 @@ class Pipeline:
                     continue
                 if b is None:
                     return
-                h, ln, wire = b
+                h, ln, wire, *stamps = b  # a source may omit timestamps: then now
                 if not len(h):
                     continue
                 try:
                     self.cap_len[h] = ln
                     self.wire_len[h] = wire
-                    st_rx.tick(len(h), int(ln.sum()))
+                    self.timestamp[h] = stamps[0] if stamps else time.time_ns()
+                    st_rx.tick(len(h), int(ln.sum()), began)
                 except BaseException:
                     pool.put_bulk(h)
                     raise
@@ -298,6 +323,7 @@ class Pipeline:
                 work(h)  # owns h: hands every handle on or back, errors included
 
         def classify(h):
+            began = time.perf_counter()
             if self.slow_stage:
                 time.sleep(self.slow_stage)
             try:
@@ -309,7 +335,7 @@ class Pipeline:
             except BaseException:
                 pool.put_bulk(h)
                 raise
-            st_cls.tick(len(h), int(ln.sum()))
+            st_cls.tick(len(h), int(ln.sum()), began)
             counters["filtered"] += len(drop)
             try:
                 if len(drop):
@@ -319,10 +345,14 @@ class Pipeline:
                     push(tx_ring, fwd, "dropped_tx_ring")
 
         def forward(h):
+            began = time.perf_counter()
             ln = self.cap_len[h]
             try:
-                sink(pool, h, ln)
-                st_tx.tick(len(h), int(ln.sum()))
+                if getattr(sink, "wants_metadata", False):
+                    sink(pool, h, ln, wire_lengths=self.wire_len[h], timestamps_ns=self.timestamp[h])
+                else:
+                    sink(pool, h, ln)
+                st_tx.tick(len(h), int(ln.sum()), began)
             finally:
                 pool.put_bulk(h)
 
