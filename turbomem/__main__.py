@@ -25,14 +25,20 @@ import numpy as np
 import turbomem as tm
 from turbomem import memory
 from turbomem._cli import run_main
-from turbomem.constants import HUGEPAGE_POLICIES
+from turbomem.constants import HUGEPAGE_POLICIES, HugePagePolicy
+from turbomem.results import PageNodes
 
 DEFAULT_OBJ_SIZE = 2048
 DEFAULT_POOL_BYTES = 64 * 1024 * 1024
 DEFAULT_SECONDS = 0.5
 
 
-def machine_info() -> dict:
+__all__ = ["main", "console_main", "main_job", "machine_info", "run_workload", "render", "build_parser",
+           "program_name"]
+
+
+def machine_info() -> dict[str, Any]:
+    """Kernel, Python, CPUs, NUMA nodes, THP mode, hugetlb pages and the cache hit path."""
     topo = tm.topology()
     return {
         "kernel": platform.release(),
@@ -47,7 +53,7 @@ def machine_info() -> dict:
     }
 
 
-def _workload(pool: tm.Pool, seconds: float, cpu: int | None, out: dict, start: threading.Barrier) -> None:
+def _workload(pool: tm.Pool, seconds: float, cpu: int | None, out: dict[str, float], start: threading.Barrier) -> None:
     """Single and bulk-32 get/put in a loop; records objects per second."""
     if cpu is not None:
         try:
@@ -74,9 +80,10 @@ def _workload(pool: tm.Pool, seconds: float, cpu: int | None, out: dict, start: 
     out["bulk32_per_s"] = bulk / (t2 - t1)
 
 
-def run_workload(pool: tm.Pool, threads: int, seconds: float) -> dict:
+def run_workload(pool: tm.Pool, threads: int, seconds: float) -> dict[str, Any]:
+    """``threads`` threads doing single and bulk-32 get/put on ``pool``; rates summed over threads."""
     cpus = sorted(os.sched_getaffinity(0))
-    results = [dict() for _ in range(threads)]
+    results: list[dict[str, float]] = [{} for _ in range(threads)]
     barrier = threading.Barrier(threads)
     workers = [
         threading.Thread(target=_workload, args=(pool, seconds, cpus[i % len(cpus)], results[i], barrier))
@@ -97,14 +104,14 @@ def run_workload(pool: tm.Pool, threads: int, seconds: float) -> dict:
     }
 
 
-def main_job(obj_size: int, pool_bytes: int, seconds: float, hugepages: str) -> dict:
+def main_job(obj_size: int, pool_bytes: int, seconds: float, hugepages: HugePagePolicy) -> dict[str, Any]:
+    """Create the pool, read its huge-page report, run the workload; everything as one dict."""
     capacity = pool_bytes // obj_size
-    result = {"machine": machine_info()}
+    result: dict[str, Any] = {"machine": machine_info()}
     t0 = time.perf_counter()
     with tm.Pool(obj_size, capacity, hugepages=hugepages) as pool:
         created = time.perf_counter() - t0
-        report = pool.hugepage_report()
-        report["create_seconds"] = created
+        report: dict[str, Any] = {**pool.hugepage_report(), "create_seconds": created}
         result["pool"] = {"obj_size": obj_size, "capacity": capacity, "stride": pool.stride,
                           "cache_size": pool.cache_size}
         result["hugepages"] = report
@@ -121,7 +128,8 @@ def _fmt_bytes(n: float) -> str:
     return str(n)
 
 
-def render(result: dict) -> str:
+def render(result: dict[str, Any]) -> str:
+    """The main job's result as the text report."""
     m, hp, pool = result["machine"], result["hugepages"], result["pool"]
     nodes = ", ".join(f"node {n}: cpus {c}" for n, c in m["numa_nodes"].items())
     huge = m["hugetlb_2m"]
@@ -165,7 +173,7 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _placement(page_nodes: dict) -> str:
+def _placement(page_nodes: PageNodes) -> str:
     nodes = page_nodes.get("nodes") or {}
     if not nodes:
         return f"unknown ({page_nodes.get('method', 'unavailable')})"
@@ -174,7 +182,7 @@ def _placement(page_nodes: dict) -> str:
     return f"{parts} ({total} pages sampled via {page_nodes.get('method')})"
 
 
-def _jsonable(obj):
+def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

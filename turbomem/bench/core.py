@@ -182,6 +182,8 @@ def run_harness(build: Build, params: Dict[str, Any],
                 on_line: Optional[Callable[[int, int, Dict[str, Any]], None]] = None,
                 timeout: float = 1800) -> Dict[str, Any]:
     args = harness_args(params, build.with_dpdk)
+    if build.path is None:
+        raise ValueError("the harness was not built")
     total = 0
     try:
         plan = _run([build.path, "--list"] + args, 60)

@@ -273,7 +273,7 @@ def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = N
 
     Pool, why = load_pool_class()
     perf = machine.perf_counters()
-    counter_cls = _NoCounter
+    counter_cls: type[PerfCounter] | type[_NoCounter] = _NoCounter
     if perf["available"] and shutil.which("perf"):
         counter_cls = PerfCounter
     else:

@@ -80,7 +80,7 @@ def cores() -> Dict[str, Any]:
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        usable = os.cpu_count()
+        usable = os.cpu_count() or 1
     return {"online": os.cpu_count(), "usable": usable}
 
 

@@ -161,7 +161,7 @@ def run_naive(path=None, *, sock=None, count=None, duration=None, idle=1.0, link
     counters = {"dropped_rx_ring": 0, "dropped_tx_ring": 0, "filtered": 0}
     drop_set = frozenset(drop_ports)
     errors = []
-    lt_box = []
+    lt_box: list[int] = []
     ready = threading.Event()
 
     def put(q, item, key):

@@ -34,7 +34,7 @@ def load_pool_class() -> Tuple[Optional[type], Optional[str]]:
 
         Pool = getattr(turbomem, "Pool", None)
         if Pool is None:
-            from turbomem._core import Pool  # type: ignore
+            from turbomem._core import Pool
         return Pool, None
     except Exception as e:  # ImportError, or a broken build
         return None, "%s: %s" % (e.__class__.__name__, e)
@@ -200,8 +200,8 @@ def make_cases(bulks, Pool) -> List[Dict[str, Any]]:
 
 def _pin(cpu: int) -> None:
     try:
-        ncpu = len(os.sched_getaffinity(0)) and sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {ncpu[cpu % len(ncpu)]})  # pid 0: the calling thread
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {allowed[cpu % len(allowed)]})  # pid 0: the calling thread
     except (AttributeError, OSError):
         pass
 

@@ -79,22 +79,22 @@ def encode_sockaddr(family: int, addr) -> bytes:
     AF_PACKET ``(ifname, proto[, pkttype, hatype, haddr])``.
     """
     if family == socket.AF_INET:
-        host, port = addr[0], addr[1]
+        host, port = str(addr[0]), int(addr[1])
         try:
             raw = socket.inet_pton(socket.AF_INET, host)
         except OSError:
-            raw = socket.inet_pton(socket.AF_INET, socket.getaddrinfo(
-                host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0])
+            raw = socket.inet_pton(socket.AF_INET, str(socket.getaddrinfo(
+                host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]))
         return struct.pack("=H", family) + struct.pack("!H", port) + raw + bytes(8)
     if family == socket.AF_INET6:
-        host, port = addr[0], addr[1]
+        host, port = str(addr[0]), int(addr[1])
         flowinfo = addr[2] if len(addr) > 2 else 0
         scope_id = addr[3] if len(addr) > 3 else 0
         try:
             raw = socket.inet_pton(socket.AF_INET6, host)
         except OSError:
-            raw = socket.inet_pton(socket.AF_INET6, socket.getaddrinfo(
-                host, port, socket.AF_INET6, socket.SOCK_DGRAM)[0][4][0])
+            raw = socket.inet_pton(socket.AF_INET6, str(socket.getaddrinfo(
+                host, port, socket.AF_INET6, socket.SOCK_DGRAM)[0][4][0]))
         return (struct.pack("=H", family) + struct.pack("!HI", port, flowinfo) + raw
                 + struct.pack("=I", scope_id))
     if family == getattr(socket, "AF_PACKET", -1):

@@ -27,6 +27,8 @@ What is handled:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from turbomem.packet.constants import (
@@ -153,7 +155,7 @@ def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None,
     flags = np.zeros(n, dtype=np.uint16)
 
     rows = np.arange(n)
-    windows = {}
+    windows: dict[tuple[int, int], Any] = {}
 
     def block(off, size):
         """(n, size) bytes at per-row offsets (clipped into the matrix; mask later).
@@ -299,7 +301,7 @@ _VLAN_LUT[list(VLAN_TPIDS)] = True
 
 
 _FLOW_FIELDS = ("l3", "ip_proto", "src_ip4", "dst_ip4", "src_ip6", "dst_ip6", "sport", "dport")
-_FLOW_DTYPE = np.dtype([(f, PACKET_DTYPE.fields[f][0]) for f in _FLOW_FIELDS])
+_FLOW_DTYPE = np.dtype([(f, PACKET_DTYPE[f]) for f in _FLOW_FIELDS])
 
 
 def flow_keys(info: np.ndarray) -> np.ndarray:

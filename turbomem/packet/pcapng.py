@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from types import TracebackType
-from typing import IO, NamedTuple, Optional, Union
+from typing import IO, Literal, NamedTuple, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -54,12 +55,9 @@ from turbomem.packet.constants import (
     PCAPNG_OPT_IF_TSOFFSET,
     PCAPNG_OPT_IF_TSRESOL,
 )
-from turbomem.packet.pcap import PcapError, PcapReader
+from turbomem.packet.pcap import Burst, PcapError, PcapReader, Source
 
 __all__ = ["Interface", "PcapngReader", "open_capture", "is_pcapng"]
-
-Source = Union[str, bytes, "os.PathLike[str]", IO[bytes]]  # a path or a binary file object
-Burst = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.uint32]]
 
 _PACKET_BLOCKS = (PCAPNG_BLOCK_EPB, PCAPNG_BLOCK_SPB, PCAPNG_BLOCK_PB)
 _CHUNK = 1 << 20
@@ -137,11 +135,11 @@ class PcapngReader:
         self._file_off = 0  # file offset of _buf[0]
         self._pool_mv: Optional[memoryview] = None
         self._file: Optional[IO[bytes]]
-        if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-            self._file = open(source, "rb")  # type: ignore[arg-type]
+        if isinstance(source, (str, bytes, os.PathLike)):
+            self._file = open(source, "rb")
             self._owns = True
         else:
-            self._file = source  # type: ignore[assignment]
+            self._file = source
             self._owns = False
         try:
             self._fill(4)
@@ -178,7 +176,7 @@ class PcapngReader:
             self._mv = memoryview(self._buf)
         assert self._file is not None
         while self._end < need:
-            got = self._file.readinto(self._mv[self._end:])  # type: ignore[attr-defined]
+            got = self._file.readinto(self._mv[self._end:])  # type: ignore[attr-defined]  # IO has no readinto
             if not got:
                 self._eof = True
                 return
@@ -358,7 +356,7 @@ class PcapngReader:
         finally:
             release(pool, handles[count:])
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Burst]:
         while True:
             burst = self.read_burst()
             if burst is None:
@@ -378,7 +376,7 @@ class PcapngReader:
         return self
 
     def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> bool:
+                 tb: Optional[TracebackType]) -> Literal[False]:
         self.close()
         return False
 
@@ -390,13 +388,13 @@ def open_capture(source: Source, pool: Pool, burst: int = 64, *,
     ``source`` is a path or a binary file object that can seek (it is
     rewound to where it was after the magic is read).
     """
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        with open(source, "rb") as f:  # type: ignore[arg-type]
+    if isinstance(source, (str, bytes, os.PathLike)):
+        with open(source, "rb") as f:
             head = f.read(4)
     else:
-        where = source.tell()  # type: ignore[union-attr]
-        head = source.read(4)  # type: ignore[union-attr]
-        source.seek(where)  # type: ignore[union-attr]
+        where = source.tell()
+        head = source.read(4)
+        source.seek(where)
     if is_pcapng(head):
         return PcapngReader(source, pool, burst, oversize=oversize)
     return PcapReader(source, pool, burst, oversize=oversize)
