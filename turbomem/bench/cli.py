@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, TextIO
 
 from . import machine, report
+
+# The entry points; the rest is the suite's machinery, not API.
+__all__ = ["main", "build_parser", "parse_args", "selected", "SUITE_NAMES", "RUNNERS", "PROG"]
+
 
 SUITE_NAMES = ("core", "python", "hugepages", "pipeline")
 # How the user called us (the `turbomem` script sets "turbomem bench"), for usage lines.
@@ -85,7 +89,9 @@ def selected(suite: str) -> List[str]:
     return list(SUITE_NAMES) if suite == "all" else [suite]
 
 
-def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
+def main(argv: Optional[List[str]] = None, stdout: Optional[TextIO] = None,
+         stderr: Optional[TextIO] = None) -> int:
+    """Run the selected suites and print the report; returns the exit status (see the module doc)."""
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
     if argv is None:
@@ -132,7 +138,7 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
     return rc
 
 
-def build_only(opts, stdout, stderr) -> int:
+def build_only(opts: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """Compile core_bench.c (with DPDK when pkg-config finds it) and stop."""
     from . import core
 

@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import _paths
-from .report import ratio, summarize
+from .report import Progress, ratio, summarize
+
+# The entry points; the rest is the suite's machinery, not API.
+__all__ = ["run"]
+
 
 DRIVERS = ("ring_mp_mc", "stack", "lf_stack")
 
@@ -54,7 +58,7 @@ def _run(cmd: Sequence[str], timeout: float = 300) -> subprocess.CompletedProces
     return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
 
 
-def dpdk_flags() -> tuple:
+def dpdk_flags() -> tuple[list[str], list[str], Optional[str]]:
     """(cflags, libs, reason): flags from `pkg-config libdpdk`, or reason=why not."""
     pc = shutil.which("pkg-config")
     if not pc:
@@ -96,7 +100,7 @@ def compile_harness(want_dpdk: bool = True, cc: Optional[str] = None,
     # -march (corei7 on Debian) and the last one wins.
     tail = ["-march=native", "-I", inc, src]
 
-    dpdk_reason = "not requested"
+    dpdk_reason: Optional[str] = "not requested"
     if want_dpdk:
         cflags, libs, dpdk_reason = dpdk_flags()
         if dpdk_reason is None:
@@ -216,7 +220,7 @@ def run_harness(build: Build, params: Dict[str, Any],
     return out
 
 
-def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[tuple, Dict[str, Any]]:
+def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[tuple[Any, ...], Dict[str, Any]]:
     """(impl, driver, cache, bulk, n_keep, threads) -> summaries of rate and ns."""
     groups: Dict[tuple, List[Dict[str, Any]]] = defaultdict(list)
     for r in results:
@@ -229,7 +233,7 @@ def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[tuple, Dict[str, Any]]:
     return out
 
 
-def paired_ratios(results: Sequence[Dict[str, Any]], config: tuple, driver: str) -> List[float]:
+def paired_ratios(results: Sequence[Dict[str, Any]], config: tuple[Any, ...], driver: str) -> List[float]:
     """TurboMem/DPDK rate per repetition (the two ran back to back in that rep)."""
     cache, bulk, keep, threads = config
     tm, dp = {}, {}
@@ -341,7 +345,7 @@ def chart(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> Dict[str, Any]:
             "labels": labels, "series": series, "unit": "Mobj/s", "log": True}
 
 
-def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = None,
+def run(quick: bool = False, progress: Optional[Progress] = None, params: Optional[Dict[str, Any]] = None,
         want_dpdk: bool = True) -> Dict[str, Any]:
     """Build, run, summarise.  Returns a suite result (see report.py)."""
     params = dict(params or (QUICK if quick else FULL))

@@ -8,7 +8,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from turbomem import procfs
 
@@ -32,7 +32,8 @@ def hugetlb_pages() -> Dict[str, int]:
     return {k: info[k] for k in ("HugePages_Total", "HugePages_Free", "Hugepagesize", "MemTotal") if k in info}
 
 
-def load_average() -> Optional[list]:
+def load_average() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages (None where the OS does not say)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -84,6 +85,9 @@ def cores() -> Dict[str, Any]:
     return {"online": os.cpu_count(), "usable": usable}
 
 
+__all__ = ["describe", "summary_lines"]
+
+
 def describe(check_perf: bool = True) -> Dict[str, Any]:
     """Everything recorded at the start of a run (load_after is added at the end)."""
     return {
@@ -104,7 +108,7 @@ def describe(check_perf: bool = True) -> Dict[str, Any]:
     }
 
 
-def summary_lines(m: Dict[str, Any]) -> list:
+def summary_lines(m: Dict[str, Any]) -> List[str]:
     """Human-readable lines for the report header."""
     perf = m.get("perf_counters") or {}
     perf_s = "yes" if perf.get("available") else "no (%s)" % perf.get("why", "not checked")

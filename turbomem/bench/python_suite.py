@@ -17,7 +17,11 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .report import summarize
+from .report import Progress, summarize
+
+# The entry points; the rest is the suite's machinery, not API.
+__all__ = ["run", "load_pool_class"]
+
 
 OBJ_SIZE = 2048
 N_BUFFERS = 4096
@@ -152,7 +156,7 @@ def _buffers():
     return [bytearray(OBJ_SIZE) for _ in range(N_BUFFERS)]
 
 
-def make_cases(bulks, Pool) -> List[Dict[str, Any]]:
+def make_cases(bulks: List[int], Pool: Optional[type]) -> List[Dict[str, Any]]:
     """name, bulk, state factory, run factory, cleanup."""
     cases = [dict(name="empty for-loop (floor)", bulk=1, state=lambda: None, make=_empty_loop)]
     if Pool is not None:
@@ -260,7 +264,9 @@ COLUMNS = [
 ]
 
 
-def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def run(quick: bool = False, progress: Optional[Progress] = None,
+        params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Python-level get/put against pure-Python free lists; a suite result (see report.py)."""
     params = dict(params or (QUICK if quick else FULL))
     Pool, why = load_pool_class()
     res: Dict[str, Any] = {"suite": "python", "skipped": None, "notes": [], "columns": COLUMNS,

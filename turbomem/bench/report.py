@@ -19,7 +19,7 @@ import json
 import math
 import statistics
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
 
 
 def summarize(values: Iterable[float]) -> Dict[str, Any]:
@@ -174,7 +174,10 @@ class Progress:
     """A one-line text progress bar on stderr (no dependency).  Redraws in
     place on a terminal; elsewhere prints a line every 10%."""
 
-    def __init__(self, stream=None, width: int = 30, enabled: bool = True):
+    stream: TextIO
+    tty: bool
+
+    def __init__(self, stream: Optional[TextIO] = None, width: int = 30, enabled: bool = True) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.enabled = enabled

@@ -27,9 +27,14 @@ What is handled:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from turbomem._core import Pool
 
 from turbomem.packet.constants import (
     ETHERTYPE_IPV4,
@@ -103,8 +108,8 @@ PACKET_DTYPE = np.dtype([
 ])
 
 
-def parse(pool, handles, lengths, *, linktype: int = 1, wire_lengths=None,
-          window: int = 128) -> np.ndarray:
+def parse(pool: Pool, handles: npt.ArrayLike, lengths: npt.ArrayLike, *, linktype: int = 1,
+          wire_lengths: Optional[npt.ArrayLike] = None, window: int = 128) -> np.ndarray:
     """Parse packets held in pool objects; returns a PACKET_DTYPE array."""
     handles = np.asarray(handles, dtype=np.intp).ravel()
     width = max(1, min(pool.obj_size, int(window)))
@@ -117,7 +122,7 @@ def parse(pool, handles, lengths, *, linktype: int = 1, wire_lengths=None,
     return parse_matrix(mat, cap, linktype=linktype, wire_lengths=wire_lengths, width=width)
 
 
-def parse_packets(packets, *, linktype: int = 1, window: int = 128) -> np.ndarray:
+def parse_packets(packets: Sequence[bytes], *, linktype: int = 1, window: int = 128) -> np.ndarray:
     """Parse a list of bytes objects (a convenience for tests and tools)."""
     cap = np.array([len(p) for p in packets], dtype=np.int64)
     width = max(1, min(int(window), int(cap.max()) if len(cap) else 1))
@@ -128,8 +133,8 @@ def parse_packets(packets, *, linktype: int = 1, window: int = 128) -> np.ndarra
     return parse_matrix(mat, cap, linktype=linktype)
 
 
-def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None,
-                 width: int | None = None) -> np.ndarray:
+def parse_matrix(mat: np.ndarray, cap: npt.ArrayLike, *, linktype: int = 1,
+                 wire_lengths: Optional[npt.ArrayLike] = None, width: int | None = None) -> np.ndarray:
     """Parse rows of ``mat`` (n, width) uint8 whose packets are ``cap`` bytes long.
 
     Only the first ``width`` columns (default: all) count as packet bytes.

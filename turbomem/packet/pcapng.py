@@ -105,6 +105,13 @@ class PcapngReader:
     ``sections``, ``skipped_blocks``.
     """
 
+    pool: Pool
+    burst: int
+    oversize: str
+    packets: int
+    truncated: int
+    sections: int
+    skipped_blocks: int
     linktype: Optional[int]
     interface_ids: npt.NDArray[np.uint32]
     interfaces: list[Interface]

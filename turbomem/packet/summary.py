@@ -107,7 +107,8 @@ def _count(info, counts, flows, talkers):
         slot[1] += int(b)
 
 
-def format_summary(s: dict) -> str:
+def format_summary(s: dict[str, Any]) -> str:
+    """The text report of :func:`summarize`'s result."""
     lines = [
         f"packets        {s['packets']}",
         f"bytes          {s['bytes']} (captured {s['captured_bytes']})",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+from collections.abc import Iterable, Sequence
 
 from turbomem.packet.constants import (
     ARPHRD_LOOPBACK,
@@ -21,7 +22,7 @@ from turbomem.packet.constants import (
     LINKTYPE_ETHERNET,
     TPID_8021Q,
 )
-from turbomem.packet.pcap import PcapWriter
+from turbomem.packet.pcap import PcapWriter, Source
 
 __all__ = [
     "ether", "vlan", "ipv4", "ipv6", "tcp", "udp", "icmp", "icmpv6",
@@ -32,7 +33,7 @@ ZERO_MAC = bytes(6)
 
 
 def ether(payload: bytes, ethertype: int = ETHERTYPE_IPV4, *, src: bytes = ZERO_MAC,
-          dst: bytes = ZERO_MAC, tags=()) -> bytes:
+          dst: bytes = ZERO_MAC, tags: Sequence[tuple[int, int]] = ()) -> bytes:
     """Ethernet II frame; ``tags`` is a sequence of (tpid, vid) VLAN tags, outer first."""
     head = dst + src
     for tpid, vid in tags:
@@ -92,7 +93,7 @@ icmpv6 = icmp
 
 
 def generate_packets(count: int, seed: int = 1, *, min_payload: int = 0,
-                     max_payload: int = 400):
+                     max_payload: int = 400) -> list[bytes]:
     """A reproducible mix: IPv4/IPv6 TCP and UDP, ICMP, VLAN-tagged and ARP frames.
 
     Returns a list of Ethernet frames (bytes).
@@ -127,7 +128,7 @@ def generate_packets(count: int, seed: int = 1, *, min_payload: int = 0,
     return out
 
 
-def write_pcap(path, packets, *, linktype: int = LINKTYPE_ETHERNET, start_ns: int = 1_700_000_000_000_000_000,
+def write_pcap(path: Source, packets: Iterable[bytes], *, linktype: int = LINKTYPE_ETHERNET, start_ns: int = 1_700_000_000_000_000_000,
                step_ns: int = 1000, nanosecond: bool = False, byteorder: str = "=") -> None:
     """Write bytes packets to a pcap file with evenly spaced timestamps."""
     with PcapWriter(path, linktype=linktype, nanosecond=nanosecond, byteorder=byteorder) as w:
