@@ -112,6 +112,7 @@ class Region:
         return not self._finalizer.alive
 
     def close(self) -> None:
+        """Unmap the region (idempotent)."""
         self._finalizer()
 
     def __enter__(self) -> Region:

@@ -153,6 +153,7 @@ def parse_smaps(text: str) -> list[Mapping]:
 
 
 def read_smaps(pid: int | str = "self") -> list[Mapping]:
+    """``/proc/<pid>/smaps`` parsed by parse_smaps."""
     return parse_smaps(Path(f"/proc/{pid}/smaps").read_text())
 
 
@@ -236,6 +237,7 @@ def _bracketed(text: str | None) -> str | None:
 
 
 def thp_settings(root: Path = THP_DIR) -> ThpSettings:
+    """The THP ``enabled`` and ``defrag`` settings (None where unreadable)."""
     return ThpSettings(_bracketed(_read(root / "enabled")), _bracketed(_read(root / "defrag")))
 
 

@@ -37,6 +37,7 @@ class PoolStats(TypedDict):
 
 
 class _PageNodesOptional(TypedDict, total=False):
+    """The keys of PageNodes that only some methods give."""
     sampled: int
     not_present: int
     errors: int

@@ -59,6 +59,7 @@ RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bench`` command line."""
     p = argparse.ArgumentParser(
         prog=PROG,
         description="TurboMem benchmarks: the C core against DPDK (core), Python-level get/put against "
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
+    """Parse the arguments after ``bench`` (a leading "bench" is dropped)."""
     argv = list(argv)
     if argv and argv[0] == "bench":
         argv = argv[1:]
@@ -86,6 +88,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 
 
 def selected(suite: str) -> List[str]:
+    """The suites a ``suite`` argument stands for."""
     return list(SUITE_NAMES) if suite == "all" else [suite]
 
 

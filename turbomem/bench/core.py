@@ -47,6 +47,7 @@ GOALS = [
 
 @dataclass
 class Build:
+    """The compiled C harness: where it is, and whether DPDK is in it (and why not)."""
     path: Optional[str]
     with_dpdk: bool
     dpdk_skipped: Optional[str]  # why the DPDK comparison is skipped (None: it is not)
@@ -142,6 +143,7 @@ def _tail(text: str, n: int = 6) -> str:
 
 
 def harness_args(params: Dict[str, Any], with_dpdk: bool) -> List[str]:
+    """The harness's command-line arguments for one parameter set."""
     impls = "tm," + ",".join(DRIVERS) if with_dpdk else "tm"
     args = ["--impls", impls, "--caches", str(params["caches"]), "--bulks", str(params["bulks"]),
             "--keeps", str(params["keeps"]), "--threads", str(params["threads"]),
@@ -185,6 +187,7 @@ def parse_lines(lines: Sequence[str]) -> Dict[str, Any]:
 def run_harness(build: Build, params: Dict[str, Any],
                 on_line: Optional[Callable[[int, int, Dict[str, Any]], None]] = None,
                 timeout: float = 1800) -> Dict[str, Any]:
+    """Run the harness; its JSON lines as a suite result (progress through on_line)."""
     args = harness_args(params, build.with_dpdk)
     if build.path is None:
         raise ValueError("the harness was not built")
@@ -271,6 +274,7 @@ def _range(s: Dict[str, Any]) -> Optional[str]:
 
 
 def build_rows(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One report row per configuration: TurboMem and each DPDK driver, with paired ratios."""
     agg = aggregate(results)
     configs = sorted({(k[2], k[3], k[4], k[5]) for k in agg}, key=lambda c: (c[3], c[0], c[1], c[2]))
     rows = []
@@ -297,6 +301,7 @@ def build_rows(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def evaluate_goals(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> List[Dict[str, Any]]:
+    """The goals of the core suite, checked against the rows."""
     if not rows:
         return []
     maxthr = max(r["threads"] for r in rows)
@@ -335,6 +340,7 @@ def evaluate_goals(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> List[Dict
 
 
 def chart(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> Dict[str, Any]:
+    """Bar-chart data (Mobj/s per configuration and contender) for the report plot."""
     sel = [r for r in rows if r["n_keep"] == 128] or list(rows)
     labels = ["c%d b%d t%d" % (r["cache"], r["bulk"], r["threads"]) for r in sel]
     series = {"TurboMem": [None if r.get("tm_mops") is None else r["tm_mops"] / 1e6 for r in sel]}

@@ -172,9 +172,11 @@ class RawRegion:
         lib.tmb_touch(self.base, self.size, 4096)
 
     def report(self) -> Dict[str, Any]:
+        """What the kernel gave this mapping (huge-page coverage)."""
         return {"anon_huge_bytes": smaps_anon_huge(self.base, self.size), "size": self.size}
 
     def close(self) -> None:
+        """Unmap the region."""
         del self._c
         self.m.close()
 
@@ -342,6 +344,7 @@ _LABELS = {("pool", "auto"): 'Pool hugepages="auto"', ("pool", "none"): 'Pool hu
 
 
 def build_rows(raw: List[Dict[str, Any]], configs: List[Tuple[str, str]]) -> List[Dict[str, Any]]:
+    """One report row per (kind, mode): reads per second and ns per read, with ratios."""
     rows = []
     for kind, mode in configs:
         ms = [m for m in raw if (m["kind"], m["mode"]) == (kind, mode)]
@@ -364,6 +367,7 @@ def build_rows(raw: List[Dict[str, Any]], configs: List[Tuple[str, str]]) -> Lis
 
 
 def evaluate_goals(rows: List[Dict[str, Any]], have_pool: bool) -> List[Dict[str, Any]]:
+    """The goals of the hugepages suite, checked against the rows."""
     def get(kind, mode):
         return next((r for r in rows if (r["kind"], r["mode"]) == (kind, mode)), None)
 

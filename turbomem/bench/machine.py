@@ -14,10 +14,12 @@ from turbomem import procfs
 
 
 def cpu_model() -> str:
+    """The CPU model name (from /proc/cpuinfo, else platform)."""
     return procfs.cpuinfo_model() or platform.processor() or platform.machine()
 
 
 def hypervisor() -> bool:
+    """Whether the CPU flags say this is a virtual machine."""
     return procfs.cpuinfo_has_flag("hypervisor")
 
 
@@ -67,6 +69,7 @@ def perf_counters(event: str = "dTLB-load-misses") -> Dict[str, Any]:
 
 
 def dpdk_version() -> Optional[str]:
+    """libdpdk's version from pkg-config, or None."""
     pc = shutil.which("pkg-config")
     if not pc:
         return None
@@ -78,6 +81,7 @@ def dpdk_version() -> Optional[str]:
 
 
 def cores() -> Dict[str, Any]:
+    """Online CPUs and those this process may use."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -243,6 +243,7 @@ def timed(run: Callable[[int], None], iters: int, threads: int) -> float:
 
 
 def calibrate(run: Callable[[int], None], seconds: float) -> int:
+    """Iterations of ``run`` that take about ``seconds``."""
     iters = 64
     while True:
         t0 = time.perf_counter()
@@ -340,6 +341,7 @@ def run(quick: bool = False, progress: Optional[Progress] = None,
 
 
 def build_rows(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One report row per (implementation, bulk, threads) with ns per object and ratios."""
     keys = []
     for r in raw:
         k = (r["impl"], r["bulk"], r["threads"])
@@ -361,6 +363,7 @@ def build_rows(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def evaluate_goals(rows: List[Dict[str, Any]], have_pool: bool) -> List[Dict[str, Any]]:
+    """The goals of the python suite, checked against the rows."""
     def get(impl, bulk, thr=1):
         return next((r for r in rows if (r["impl"], r["bulk"], r["threads"]) == (impl, bulk, thr)), None)
 

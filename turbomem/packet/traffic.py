@@ -42,6 +42,7 @@ def ether(payload: bytes, ethertype: int = ETHERTYPE_IPV4, *, src: bytes = ZERO_
 
 
 def vlan(payload: bytes, vid: int, ethertype: int = ETHERTYPE_IPV4, tpid: int = TPID_8021Q) -> bytes:
+    """An 802.1Q (or ``tpid``) tag followed by ``ethertype`` and ``payload``."""
     return ether(payload, ethertype, tags=[(tpid, vid)])
 
 
@@ -54,6 +55,7 @@ def ipv4(payload: bytes, proto: int, src: str = "127.0.0.1", dst: str = "127.0.0
          ttl: int = 64, frag_offset: int = 0, more_fragments: bool = False,
          options: bytes = b"", total_length: int | None = None, ihl: int | None = None,
          version: int = 4) -> bytes:
+    """An IPv4 header (checksum 0; the keyword fields can make it malformed on purpose) before ``payload``."""
     if len(options) % 4:
         raise ValueError("IPv4 options must be a multiple of 4 bytes")
     hl = 20 + len(options)
@@ -67,6 +69,7 @@ def ipv4(payload: bytes, proto: int, src: str = "127.0.0.1", dst: str = "127.0.0
 
 def ipv6(payload: bytes, nh: int, src: str = "::1", dst: str = "::1", *,
          hop_limit: int = 64, hop_by_hop: bytes | None = None) -> bytes:
+    """An IPv6 header in front of ``payload``."""
     if hop_by_hop is not None:
         body = hop_by_hop + bytes(-(len(hop_by_hop) + 2) % 8)
         ext = struct.pack("!BB", nh, (len(body) + 2) // 8 - 1) + body
@@ -78,14 +81,17 @@ def ipv6(payload: bytes, nh: int, src: str = "::1", dst: str = "::1", *,
 
 
 def tcp(sport: int, dport: int, payload: bytes = b"", flags: int = 0x18) -> bytes:
+    """A TCP header (no options, checksum 0) in front of ``payload``."""
     return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0) + payload
 
 
 def udp(sport: int, dport: int, payload: bytes = b"") -> bytes:
+    """A UDP header (checksum 0) in front of ``payload``."""
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
 def icmp(type_: int = 8, code: int = 0, payload: bytes = b"") -> bytes:
+    """An ICMP header (checksum 0) in front of ``payload``."""
     return struct.pack("!BBHHH", type_, code, 0, 1, 1) + payload
 
 
