@@ -51,6 +51,7 @@ __all__ = [
     "MAX_CAPACITY",
     "hit_path_is_fence_free",
     "get_include",
+    "get_cython_include",
     "pin_thread",
     "current_cpu",
     "current_node",
@@ -75,3 +76,14 @@ def get_include() -> str:
     if _os.path.exists(_os.path.join(installed, "turbomem", "pool.h")):
         return installed
     return _os.path.join(_os.path.dirname(here), "include")
+
+
+def get_cython_include() -> str:
+    """Directory to put on Cython's include path so that ``cimport turbomem._core`` finds ``_core.pxd``.
+
+    It is the directory that holds the ``turbomem`` package: site-packages for a
+    normal install, the source tree for an editable one (whose import hook
+    Cython cannot see).  Use it as ``cythonize(..., include_path=[...])`` or
+    ``cythonize -I DIR``.
+    """
+    return _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
