@@ -36,24 +36,21 @@ class PoolStats(TypedDict):
     hit_path: str
 
 
-class _PageNodesOptional(TypedDict, total=False):
-    """The keys of PageNodes that only some methods give."""
-    sampled: int
-    not_present: int
-    errors: int
-    note: str
-
-
-class PageNodes(_PageNodesOptional):
+class PageNodes(TypedDict, total=False):
     """Where a region's pages really are (``HugepageReport["page_nodes"]``).
 
-    ``method`` is ``"move_pages"``, ``"numa_maps"`` or ``"unavailable: <why>"``;
-    ``nodes`` maps a node to its page count.  ``move_pages`` adds ``sampled``,
-    ``not_present`` and ``errors``; ``numa_maps`` adds ``note``.
+    Always present: ``method`` (``"move_pages"``, ``"numa_maps"`` or
+    ``"unavailable: <why>"``) and ``nodes`` (node -> page count).
+    ``move_pages`` adds ``sampled``, ``not_present`` and ``errors``;
+    ``numa_maps`` adds ``note``.
     """
 
     method: str
     nodes: Dict[int, int]
+    sampled: int
+    not_present: int
+    errors: int
+    note: str
 
 
 class HugepageReport(TypedDict):

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from support import child_env
 from turbomem.packet.traffic import ipv4, udp, write_pcap
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+ENV = child_env()
 
 
 def run_example(name, *args, timeout=120, check=True):
