@@ -404,3 +404,14 @@ def test_open_capture_picks_the_format_and_rewinds(tmp_path, pool):
     path = tmp_path / "x.pcapng"
     path.write_bytes(GOOD)
     assert summarize(path)["packets"] == 2
+
+
+@pytest.mark.pool_args(obj_size=4096, capacity=8)
+def test_a_block_bigger_than_the_read_buffer(pool):
+    """A 2 MiB packet (bigger than the 1 MiB read buffer) is read whole, cut to obj_size, and counted."""
+    big = bytes(range(256)) * 8192
+    data = shb("<") + idb("<", LINKTYPE_ETHERNET) + epb("<", 0, 5, b"x" * 10) + epb("<", 0, 6, big) + epb("<", 0, 7, b"y")
+    with PcapngReader(io.BytesIO(data), pool, 2) as reader:
+        got = _read_all(reader, pool)
+        assert reader.truncated == 1
+    assert [(g[2], g[3]) for g in got] == [(b"x" * 10, 10), (big[:4096], len(big)), (b"y", 1)]
