@@ -66,3 +66,16 @@ def test_a_closed_pipe_ends_the_command_quietly(cmd):
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
     assert proc.returncode == 141
 
+
+
+def test_a_source_tree_without_the_compiled_core_says_so(tmp_path):
+    """Run from a checkout whose turbomem/ has no _core: the error names the shadowing and the ways out."""
+    src = tmp_path / "turbomem"
+    src.mkdir()
+    for name in ("__init__.py", "_version.py", "errors.py"):
+        (src / name).write_text((ROOT / "turbomem" / name).read_text())
+    # -S: no site-packages, so only the source tree can be found (as when it shadows an install)
+    proc = subprocess.run([sys.executable, "-S", "-c", "import turbomem"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "is not built in" in proc.stderr and "shadows an installed TurboMem" in proc.stderr
