@@ -155,12 +155,12 @@ def render(result: dict[str, Any]) -> str:
         f"  populate         {hp['populate']} in {hp['create_seconds'] * 1e3:.1f} ms",
         "",
         "Workload (Python API, per-thread caches; threads share the GIL)",
-        f"  {'threads':>7}  {'get+put/s':>12}  {'ns/get+put':>10}  {'bulk32 obj/s':>13}  accounting",
-        f"  {'':>7}  {'(all threads)':>12}  {'(per thread)':>10}  {'(all threads)':>13}",
+        f"  {'threads':>7}  {'get+put/s':>13}  {'ns/get+put':>12}  {'bulk32 obj/s':>13}  accounting",
+        f"  {'':>7}  {'(all threads)':>13}  {'(per thread)':>12}  {'(all threads)':>13}",
     ]
     for w in result["workload"]:
         lines.append(
-            f"  {w['threads']:>7}  {w['single_get_put_per_s']:>12,.0f}  {w['ns_per_single_get_put']:>10.1f}  "
+            f"  {w['threads']:>7}  {w['single_get_put_per_s']:>13,.0f}  {w['ns_per_single_get_put']:>12.1f}  "
             f"{w['bulk32_objects_per_s']:>13,.0f}  {'exact' if w['accounting_exact'] else 'MISMATCH'}"
         )
     st = result["stats"]
