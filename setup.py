@@ -19,6 +19,9 @@ from setuptools.command.build_py import build_py
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADERS = os.path.join(HERE, "include", "turbomem")
 CORE_SOURCES = [os.path.join("src", "pool.c")]
+# Ship stripped extension modules (no symbol tables or debug info: ~5x smaller).
+# TURBOMEM_NO_STRIP=1 keeps the symbols for profiling or gdb.
+LINK_ARGS = [] if os.environ.get("TURBOMEM_NO_STRIP") else ["-Wl,--strip-all"]
 
 
 class build_py_with_headers(build_py):
@@ -45,6 +48,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
         libraries=["pthread"],
+        extra_link_args=LINK_ARGS,
     ),
     # The packet toolkit's pcap record walk: cimports turbomem._core (found
     # through include_path below) and never includes pool.h itself.
@@ -52,6 +56,7 @@ extensions = [
         "turbomem.packet._pcapwalk",
         ["turbomem/packet/_pcapwalk.pyx"],
         extra_compile_args=["-O2", "-std=gnu11"],
+        extra_link_args=LINK_ARGS,
     ),
     # AF_XDP / TPACKET_V3 hot loops (include/turbomem/xsk.h); cimports _core.
     Extension(
@@ -60,6 +65,7 @@ extensions = [
         include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
+        extra_link_args=LINK_ARGS,
     ),
 ]
 

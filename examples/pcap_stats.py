@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Summarise a pcap file: packets, bytes, IPv4/IPv6/TCP/UDP/ICMP counts, flows, top talkers.
+"""Summarise a pcap or pcapng file: packets, bytes, IPv4/IPv6/TCP/UDP/ICMP counts, flows, top talkers.
 
     python examples/pcap_stats.py trace.pcap
     python examples/pcap_stats.py trace.pcap --json
+    python examples/pcap_stats.py trace.pcapng     (Wireshark's format: chosen by the file's magic)
 
 Packets are read in bursts into the objects of one small turbomem Pool,
 parsed with vectorised numpy (turbomem.packet.parse) and recycled at once, so
@@ -21,7 +22,7 @@ from turbomem.packet.summary import format_summary, summarize
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("file", help="classic pcap file (not pcapng)")
+    p.add_argument("file", help="pcap or pcapng file")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--burst", type=int, default=256, help="packets per burst")
     p.add_argument("--obj-size", type=int, default=2048,
@@ -38,4 +39,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from turbomem._cli import run_main
+
+    run_main(main)  # sys.exit(main()), quiet on a broken pipe (`... | head`)

@@ -73,7 +73,9 @@ def build_parser():
     p.add_argument("--count", type=int, help="--udp/--source: stop after N packets")
     p.add_argument("--duration", type=float, help="--udp/--source: stop after SEC seconds")
     p.add_argument("--idle", type=float, default=1.0, help="--udp/--source: stop after SEC of silence")
-    p.add_argument("--out", metavar="FILE", help="write forwarded packets to a pcap")
+    p.add_argument("--out", metavar="FILE",
+                   help="write forwarded packets to a pcap (timestamps and wire lengths kept; "
+                        "packets longer than --obj-size are written cut, as with a snaplen)")
     p.add_argument("--forward", metavar="HOST:PORT",
                    help="send forwarded packets as UDP datagrams to HOST:PORT")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -104,6 +106,9 @@ def _print(result, use_json):
     print(f"  forwarded {result['forwarded']}  filtered {result['filtered']}  "
           f"drops {result['drops']} (rx ring {result['dropped_rx_ring']}, "
           f"tx ring {result['dropped_tx_ring']})")
+    if result.get("truncated"):
+        print(f"  {result['truncated']} packets were longer than --obj-size {result['obj_size']} B and were "
+              "parsed and written cut (their wire length is kept)")
 
 
 def main(argv=None):
@@ -167,6 +172,8 @@ def main(argv=None):
                             backpressure=backpressure)
             result = pipe.run(source, sink)
             result["ring"] = getattr(ring_factory(), "__name__", "?")
+            result["obj_size"] = pool.obj_size
+            result["truncated"] = getattr(source, "truncated", 0)
             ok = pool.available == pool.capacity
             result["buffers_conserved"] = ok
             _print(result, args.json)
@@ -182,4 +189,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from turbomem._cli import run_main
+
+    run_main(main)  # sys.exit(main()), quiet on a broken pipe (`... | head`)

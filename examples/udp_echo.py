@@ -68,4 +68,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from turbomem._cli import run_main
+
+    run_main(main)  # sys.exit(main()), quiet on a broken pipe (`... | head`)

@@ -6,12 +6,21 @@ what makes ``support`` and ``cy.checks`` importable from the subfolders.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 import turbomem as tm
 
 
 def pytest_configure(config):
+    # CI's sdist run sets this: the tests must exercise the installed package, not a source tree
+    # that happens to be on sys.path.
+    if os.environ.get("TURBOMEM_EXPECT_INSTALLED"):
+        where = Path(tm.__file__).resolve()
+        if "site-packages" not in where.parts:
+            raise pytest.UsageError(f"TURBOMEM_EXPECT_INSTALLED is set but turbomem comes from {where}")
     config.addinivalue_line(
         "markers", "pool_args(obj_size, capacity, **kwargs): the Pool the `pool` fixture builds"
     )

@@ -1,8 +1,12 @@
-"""``python -m turbomem``: show what this machine gives a pool, with proof.
+"""``python -m turbomem`` (or ``turbomem``): show what this machine gives a pool, with proof.
 
     python -m turbomem            the main job: machine, pool, huge-page proof, workload
     python -m turbomem --json     the same as JSON
     python -m turbomem bench ...  the benchmark suites (see ``bench --help``)
+
+The workload's ns/get+put is per thread: with 2 threads it is the time one
+thread waits for its own get+put while the other runs too (they share the GIL),
+so 2 threads showing twice the 1-thread figure means the same total rate.
 """
 
 from __future__ import annotations
@@ -14,19 +18,27 @@ import platform
 import sys
 import threading
 import time
+from typing import Any, Optional
 
 import numpy as np
 
 import turbomem as tm
 from turbomem import memory
-from turbomem.constants import HUGEPAGE_POLICIES
+from turbomem._cli import run_main
+from turbomem.constants import HUGEPAGE_POLICIES, HugePagePolicy
+from turbomem.results import PageNodes
 
 DEFAULT_OBJ_SIZE = 2048
 DEFAULT_POOL_BYTES = 64 * 1024 * 1024
 DEFAULT_SECONDS = 0.5
 
 
-def machine_info() -> dict:
+__all__ = ["main", "console_main", "main_job", "machine_info", "run_workload", "render", "build_parser",
+           "program_name"]
+
+
+def machine_info() -> dict[str, Any]:
+    """Kernel, Python, CPUs, NUMA nodes, THP mode, hugetlb pages and the cache hit path."""
     topo = tm.topology()
     return {
         "kernel": platform.release(),
@@ -41,7 +53,7 @@ def machine_info() -> dict:
     }
 
 
-def _workload(pool: tm.Pool, seconds: float, cpu: int | None, out: dict, start: threading.Barrier) -> None:
+def _workload(pool: tm.Pool, seconds: float, cpu: int | None, out: dict[str, float], start: threading.Barrier) -> None:
     """Single and bulk-32 get/put in a loop; records objects per second."""
     if cpu is not None:
         try:
@@ -68,9 +80,10 @@ def _workload(pool: tm.Pool, seconds: float, cpu: int | None, out: dict, start: 
     out["bulk32_per_s"] = bulk / (t2 - t1)
 
 
-def run_workload(pool: tm.Pool, threads: int, seconds: float) -> dict:
+def run_workload(pool: tm.Pool, threads: int, seconds: float) -> dict[str, Any]:
+    """``threads`` threads doing single and bulk-32 get/put on ``pool``; rates summed over threads."""
     cpus = sorted(os.sched_getaffinity(0))
-    results = [dict() for _ in range(threads)]
+    results: list[dict[str, float]] = [{} for _ in range(threads)]
     barrier = threading.Barrier(threads)
     workers = [
         threading.Thread(target=_workload, args=(pool, seconds, cpus[i % len(cpus)], results[i], barrier))
@@ -84,20 +97,21 @@ def run_workload(pool: tm.Pool, threads: int, seconds: float) -> dict:
         "threads": threads,
         "single_get_put_per_s": sum(r["single_per_s"] for r in results),
         "bulk32_objects_per_s": sum(r["bulk32_per_s"] for r in results),
+        # per thread: the mean time one thread spends on one get+put while the others run
         "ns_per_single_get_put": 1e9 * threads / sum(r["single_per_s"] for r in results),
         "available_after": pool.available,
         "accounting_exact": pool.available == pool.capacity and pool.in_use == 0,
     }
 
 
-def main_job(obj_size: int, pool_bytes: int, seconds: float, hugepages: str) -> dict:
+def main_job(obj_size: int, pool_bytes: int, seconds: float, hugepages: HugePagePolicy) -> dict[str, Any]:
+    """Create the pool, read its huge-page report, run the workload; everything as one dict."""
     capacity = pool_bytes // obj_size
-    result = {"machine": machine_info()}
+    result: dict[str, Any] = {"machine": machine_info()}
     t0 = time.perf_counter()
     with tm.Pool(obj_size, capacity, hugepages=hugepages) as pool:
         created = time.perf_counter() - t0
-        report = pool.hugepage_report()
-        report["create_seconds"] = created
+        report: dict[str, Any] = {**pool.hugepage_report(), "create_seconds": created}
         result["pool"] = {"obj_size": obj_size, "capacity": capacity, "stride": pool.stride,
                           "cache_size": pool.cache_size}
         result["hugepages"] = report
@@ -114,7 +128,8 @@ def _fmt_bytes(n: float) -> str:
     return str(n)
 
 
-def render(result: dict) -> str:
+def render(result: dict[str, Any]) -> str:
+    """The main job's result as the text report."""
     m, hp, pool = result["machine"], result["hugepages"], result["pool"]
     nodes = ", ".join(f"node {n}: cpus {c}" for n, c in m["numa_nodes"].items())
     huge = m["hugetlb_2m"]
@@ -140,11 +155,12 @@ def render(result: dict) -> str:
         f"  populate         {hp['populate']} in {hp['create_seconds'] * 1e3:.1f} ms",
         "",
         "Workload (Python API, per-thread caches; threads share the GIL)",
-        f"  {'threads':>7}  {'get+put/s':>12}  {'ns/get+put':>10}  {'bulk32 obj/s':>13}  accounting",
+        f"  {'threads':>7}  {'get+put/s':>13}  {'ns/get+put':>12}  {'bulk32 obj/s':>13}  accounting",
+        f"  {'':>7}  {'(all threads)':>13}  {'(per thread)':>12}  {'(all threads)':>13}",
     ]
     for w in result["workload"]:
         lines.append(
-            f"  {w['threads']:>7}  {w['single_get_put_per_s']:>12,.0f}  {w['ns_per_single_get_put']:>10.1f}  "
+            f"  {w['threads']:>7}  {w['single_get_put_per_s']:>13,.0f}  {w['ns_per_single_get_put']:>12.1f}  "
             f"{w['bulk32_objects_per_s']:>13,.0f}  {'exact' if w['accounting_exact'] else 'MISMATCH'}"
         )
     st = result["stats"]
@@ -157,7 +173,7 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _placement(page_nodes: dict) -> str:
+def _placement(page_nodes: PageNodes) -> str:
     nodes = page_nodes.get("nodes") or {}
     if not nodes:
         return f"unknown ({page_nodes.get('method', 'unavailable')})"
@@ -166,7 +182,7 @@ def _placement(page_nodes: dict) -> str:
     return f"{parts} ({total} pages sampled via {page_nodes.get('method')})"
 
 
-def _jsonable(obj):
+def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -176,20 +192,47 @@ def _jsonable(obj):
     return obj
 
 
-def main(argv: list[str] | None = None) -> int:
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
+def program_name() -> str:
+    """``turbomem`` when run as the installed script, else ``python -m turbomem``."""
+    return "turbomem" if os.path.basename(sys.argv[0]) == "turbomem" else "python -m turbomem"
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The main job's command line (``bench`` is dispatched before it is parsed)."""
+    from turbomem.bench.cli import SUITE_NAMES
+
+    prog = prog or program_name()
+    suites = "|".join(SUITE_NAMES + ("all",))
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=_HelpFormatter,
+        usage=f"%(prog)s [-h] [--version] [--json] [--obj-size BYTES] [--pool-mb MIB] [--seconds S] "
+              f"[--hugepages POLICY]\n       %(prog)s bench [{suites}] [--quick] [--json FILE] "
+              f"[--plot FILE.png] (see `%(prog)s bench --help`)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tm.__version__}")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--obj-size", type=int, default=DEFAULT_OBJ_SIZE, metavar="BYTES", help="object size")
+    parser.add_argument("--pool-mb", type=int, default=DEFAULT_POOL_BYTES >> 20, metavar="MIB", help="pool size")
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, metavar="S",
+                        help="workload seconds per phase")
+    parser.add_argument("--hugepages", default="auto", choices=HUGEPAGE_POLICIES, metavar="POLICY",
+                        help=f"huge-page policy, one of {', '.join(HUGEPAGE_POLICIES)}")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the main job (or ``bench ...``) and return the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    prog = program_name()
     if argv and argv[0] == "bench":
         from turbomem.bench import cli
 
+        cli.PROG = f"{prog} bench"
         return cli.main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m turbomem", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--obj-size", type=int, default=DEFAULT_OBJ_SIZE, help="object size in bytes (2048)")
-    parser.add_argument("--pool-mb", type=int, default=DEFAULT_POOL_BYTES >> 20, help="pool size in MiB (64)")
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="workload seconds per phase (0.5)")
-    parser.add_argument("--hugepages", default="auto", choices=HUGEPAGE_POLICIES)
-    args = parser.parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         result = main_job(args.obj_size, args.pool_mb << 20, args.seconds, args.hugepages)
     except tm.TurbomemError as exc:
@@ -202,5 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(w["accounting_exact"] for w in result["workload"]) else 1
 
 
+def console_main() -> None:
+    """The ``turbomem`` script and ``python -m turbomem``: quiet on a broken pipe (``| head``)."""
+    run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -308,14 +308,14 @@ def sched_setaffinity(cpus: set[int], pid: int = 0) -> None:
         os.sched_setaffinity(pid, cpus)
     except OSError as exc:
         what = f"sched_setaffinity(pid {pid}, cpus {sorted(cpus)})"
-        raise OSError(exc.errno, f"{what}: {os.strerror(exc.errno)}") from None
+        raise OSError(exc.errno, f"{what}: {os.strerror(exc.errno or 0)}") from None
 
 
 def sched_getaffinity(pid: int = 0) -> set[int]:
     try:
         return os.sched_getaffinity(pid)
     except OSError as exc:
-        raise OSError(exc.errno, f"sched_getaffinity(pid {pid}): {os.strerror(exc.errno)}") from None
+        raise OSError(exc.errno, f"sched_getaffinity(pid {pid}): {os.strerror(exc.errno or 0)}") from None
 
 
 def memory_at(addr: int, size: int) -> memoryview:

@@ -7,8 +7,12 @@ is kept here.
 
 from __future__ import annotations
 
-__all__ = ["HUGEPAGE_POLICIES"]
+from typing import Literal
 
-# The ``hugepages=`` choices of Pool and create_region, in the order error
-# messages list them.
-HUGEPAGE_POLICIES = ("auto", "thp", "none", "hugetlb")
+__all__ = ["HUGEPAGE_POLICIES", "HugePagePolicy"]
+
+#: The ``hugepages=`` choices of Pool and create_region, as a type.
+HugePagePolicy = Literal["auto", "thp", "none", "hugetlb"]
+
+# The same choices at run time, in the order error messages list them.
+HUGEPAGE_POLICIES: tuple[HugePagePolicy, ...] = ("auto", "thp", "none", "hugetlb")

@@ -74,6 +74,8 @@ def build_and_import(name: str, source: Path) -> ModuleType:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     spec = importlib.util.spec_from_file_location(name, built)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {built} as {name}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     sys.modules[name] = module

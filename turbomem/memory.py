@@ -16,6 +16,7 @@ import weakref
 from . import _sys, numa, procfs
 from .constants import HUGEPAGE_POLICIES
 from .errors import HugePageError, NumaError, OutOfMemoryError
+from .results import HugetlbPages
 
 __all__ = [
     "HUGE_2M",
@@ -46,13 +47,15 @@ def thp_mode() -> str:
     return procfs.thp_mode()
 
 
-def hugetlb_pages() -> dict:
+def hugetlb_pages() -> HugetlbPages:
     """2 MB hugetlb pool counts: ``{"total", "free", "reserved", "surplus", "source"}``.
 
     ``reserved`` pages are promised to existing mappings but not yet faulted,
     so ``free - reserved`` is what a new mapping can still get.
     """
-    return procfs.hugetlb_pool()._asdict()
+    pool = procfs.hugetlb_pool()
+    return {"total": pool.total, "free": pool.free, "reserved": pool.reserved, "surplus": pool.surplus,
+            "source": pool.source}
 
 
 def _unmap_quietly(addr: int, length: int) -> None:
@@ -75,6 +78,15 @@ class Region:
         "populate", "_finalizer", "__weakref__",
     )  # fmt: skip
 
+    addr: int
+    size: int
+    requested: int
+    policy: str
+    advice: str
+    numa_node: int | None
+    numa_status: str
+    populate: str
+
     def __init__(
         self,
         addr: int,
@@ -89,7 +101,7 @@ class Region:
         self.requested = requested
         self.policy = policy
         self.advice = "none"
-        self.numa_node: int | None = None
+        self.numa_node = None
         self.numa_status = "not bound"
         self.populate = "no"
         # mapped_length may exceed size by a guard page (see _map_aligned).
@@ -100,6 +112,7 @@ class Region:
         return not self._finalizer.alive
 
     def close(self) -> None:
+        """Unmap the region (idempotent)."""
         self._finalizer()
 
     def __enter__(self) -> Region:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import _sys, procfs
 from .procfs import parse_cpulist
+from .results import NodeTopology, Topology
 
 __all__ = [
     "topology",
@@ -34,7 +35,7 @@ def node_ids(root: Path = NODE_ROOT) -> list[int]:
     return procfs.node_ids(root)
 
 
-def topology(root: Path = NODE_ROOT) -> dict:
+def topology(root: Path = NODE_ROOT) -> Topology:
     """Nodes with their CPUs and memory, plus online and allowed CPUs.
 
     ``{"nodes": {0: {"cpus": [0, 1], "mem_total_kb": 4417748}}, "online_cpus": [...],
@@ -44,7 +45,9 @@ def topology(root: Path = NODE_ROOT) -> dict:
     online = _online_cpus()
     found, why = procfs.read_nodes(root)
     if found:
-        nodes = {node: info._asdict() for node, info in found.items()}
+        nodes: dict[int, NodeTopology] = {
+            node: {"cpus": info.cpus, "mem_total_kb": info.mem_total_kb} for node, info in found.items()
+        }
         source = str(root)
     else:
         # Without sysfs NUMA information, a single node is the honest guess.

@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import SmapsParseError
 
@@ -153,6 +153,7 @@ def parse_smaps(text: str) -> list[Mapping]:
 
 
 def read_smaps(pid: int | str = "self") -> list[Mapping]:
+    """``/proc/<pid>/smaps`` parsed by parse_smaps."""
     return parse_smaps(Path(f"/proc/{pid}/smaps").read_text())
 
 
@@ -169,13 +170,13 @@ _NUMA_INT_KEYS = frozenset(
 )
 
 
-def parse_numa_maps(text: str) -> dict[int, dict]:
+def parse_numa_maps(text: str) -> dict[int, dict[str, Any]]:
     """Parse numa_maps text into ``{start: {"policy", "nodes", "kernelpagesize_kB", ...}}``.
 
     ``nodes`` maps node -> pages (in ``kernelpagesize_kB`` units); bare words
     such as ``heap``, ``stack`` or ``huge`` go to ``"flags"``; ``file=`` to ``"file"``.
     """
-    result: dict[int, dict] = {}
+    result: dict[int, dict[str, Any]] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -186,7 +187,7 @@ def parse_numa_maps(text: str) -> dict[int, dict]:
             start = int(tokens[0], 16)
         except ValueError:
             raise _parse_error("numa_maps", lineno, line, f"bad address {tokens[0]!r}") from None
-        entry: dict = {"policy": tokens[1], "nodes": {}, "flags": []}
+        entry: dict[str, Any] = {"policy": tokens[1], "nodes": {}, "flags": []}
         for token in tokens[2:]:
             key, sep, value = token.partition("=")
             if not sep:
@@ -208,7 +209,8 @@ def parse_numa_maps(text: str) -> dict[int, dict]:
     return result
 
 
-def read_numa_maps(pid: int | str = "self") -> dict[int, dict]:
+def read_numa_maps(pid: int | str = "self") -> dict[int, dict[str, Any]]:
+    """``/proc/<pid>/numa_maps`` parsed by :func:`parse_numa_maps`."""
     return parse_numa_maps(Path(f"/proc/{pid}/numa_maps").read_text())
 
 
@@ -235,6 +237,7 @@ def _bracketed(text: str | None) -> str | None:
 
 
 def thp_settings(root: Path = THP_DIR) -> ThpSettings:
+    """The THP ``enabled`` and ``defrag`` settings (None where unreadable)."""
     return ThpSettings(_bracketed(_read(root / "enabled")), _bracketed(_read(root / "defrag")))
 
 

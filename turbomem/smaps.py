@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import _sys
 from .errors import SmapsParseError
+from .results import HugepageReport, PageNodes
 from .procfs import Mapping, mappings_for, parse_numa_maps, parse_smaps, read_numa_maps, read_smaps, thp_mode
 
 if TYPE_CHECKING:  # pragma: no cover - import only for annotations
@@ -44,7 +45,7 @@ def _sample_addresses(addr: int, size: int, page_size: int) -> list[int]:
     return [addr + int(i * step) * page_size for i in range(MAX_SAMPLED_PAGES)]
 
 
-def page_nodes(addr: int, size: int, page_size: int = _sys.PAGE_SIZE) -> dict:
+def page_nodes(addr: int, size: int, page_size: int = _sys.PAGE_SIZE) -> PageNodes:
     """Which NUMA node each page of ``[addr, addr+size)`` is on.
 
     Returns ``{"method": "move_pages"|"numa_maps"|"unavailable: <why>",
@@ -98,7 +99,7 @@ def page_nodes(addr: int, size: int, page_size: int = _sys.PAGE_SIZE) -> dict:
     return {"method": "numa_maps", "nodes": dict(sorted(nodes.items())), "note": move_pages_error}
 
 
-def hugepage_report(region: Region) -> dict:
+def hugepage_report(region: Region) -> HugepageReport:
     """What backs ``region``: THP, hugetlb or 4 KB pages, how much, and on which node.
 
     Raises ``ValueError`` if the region is closed (its address may already

@@ -17,7 +17,7 @@ from turbomem import _sys, memory, numa, procfs, smaps
 from turbomem.errors import HugePageError, NumaError, OutOfMemoryError, TurbomemError
 from turbomem.memory import HUGE_2M, create_region
 
-from support import maps_count
+from support import PACKAGE_PARENT, child_env, maps_count
 
 MB = 1024 * 1024
 THP_USABLE = memory.thp_mode() in ("always", "madvise")
@@ -371,9 +371,9 @@ RLIMIT_SCRIPT = textwrap.dedent(
 
 
 def test_rlimit_as_gives_out_of_memory_and_leaks_nothing():
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     done = subprocess.run(
-        [sys.executable, "-c", RLIMIT_SCRIPT], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120
+        [sys.executable, "-c", RLIMIT_SCRIPT], capture_output=True, text=True, env=env, cwd=PACKAGE_PARENT, timeout=120
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])

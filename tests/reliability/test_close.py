@@ -17,7 +17,7 @@ import pytest
 import turbomem as tm
 from turbomem.errors import PoolClosedError
 
-from support import maps_count
+from support import child_env, maps_count
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ def test_close_while_another_thread_is_in_nogil_bulk_call():
                 assert p.memory_released, "unmapped once the call left"
         print("OK")
     """)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = child_env()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0 and "OK" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
 
@@ -136,7 +136,7 @@ def test_handle_array_rewritten_during_nogil_put_bulk():
             p.close()
         print("OK")
     """)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = child_env()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0 and "OK" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
 

@@ -11,6 +11,7 @@ import pytest
 
 import turbomem as tm
 from cy.checks import assert_accounting
+from support import child_env
 from turbomem.errors import TurbomemError, UseAfterFreeError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def test_clean_use_raises_nothing_and_freed_objects_are_poisoned():
 def test_env_var_enables_debug():
     code = ("import turbomem as tm; p = tm.Pool(8, 4); h = p.get(); v = p.view(h); p.put(h); v[0] = 1\n"
             "try:\n    [p.get() for _ in range(4)]\nexcept tm.UseAfterFreeError as e:\n    print('caught', e.handle)")
-    env = dict(os.environ, TURBOMEM_DEBUG="1", PYTHONPATH=str(REPO))
+    env = child_env(TURBOMEM_DEBUG="1")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert r.stdout.startswith("caught"), r.stdout + r.stderr
 

@@ -13,6 +13,7 @@ import pytest
 
 import turbomem as tm
 from cy.checks import assert_accounting
+from support import PACKAGE_PARENT, child_env
 from turbomem import memory
 from turbomem.errors import HugePageError, OutOfMemoryError, PoolEmptyError, TurbomemError
 
@@ -51,9 +52,9 @@ def test_empty_pool_every_call(cache_size):
 
 
 def _run(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=str(REPO))
+                          timeout=timeout, env=env, cwd=str(PACKAGE_PARENT))
 
 
 def test_pool_beyond_rlimit_as_is_memory_error_and_leaks_nothing():

@@ -1,7 +1,7 @@
 """`python -m turbomem.bench ...` (same as `python -m turbomem bench ...`)."""
 
-import sys
+from turbomem._cli import run_main
 
 from .cli import main
 
-sys.exit(main(sys.argv[1:]))
+run_main(main)  # quiet on a broken pipe (`... | head`)

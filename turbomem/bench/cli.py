@@ -16,13 +16,19 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, TextIO
 
 from . import machine, report
+
+# The entry points; the rest is the suite's machinery, not API.
+__all__ = ["main", "build_parser", "parse_args", "selected", "SUITE_NAMES", "EXTRA_SUITES", "RUNNERS", "PROG"]
+
 
 SUITE_NAMES = ("core", "python", "hugepages", "pipeline")  # what `all` runs
 # Run only when named: both need root (dpdk reserves hugepages, xdp makes network namespaces).
 EXTRA_SUITES = ("dpdk", "xdp")
+# How the user called us (the `turbomem` script sets "turbomem bench"), for usage lines.
+PROG = "python -m turbomem bench"
 
 
 def _run_core(quick: bool, progress, opts) -> Dict[str, Any]:
@@ -73,8 +79,9 @@ RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bench`` command line."""
     p = argparse.ArgumentParser(
-        prog="python -m turbomem bench",
+        prog=PROG,
         description="TurboMem benchmarks: the C core against DPDK (core), Python-level get/put against "
                     "pure-Python free lists (python), huge pages against small pages (hugepages), packet "
                     "pipelines against what Python users write today (pipeline), the turbomem DPDK mempool "
@@ -95,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
+    """Parse the arguments after ``bench`` (a leading "bench" is dropped)."""
     argv = list(argv)
     if argv and argv[0] == "bench":
         argv = argv[1:]
@@ -102,10 +110,13 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 
 
 def selected(suite: str) -> List[str]:
+    """The suites a ``suite`` argument stands for."""
     return list(SUITE_NAMES) if suite == "all" else [suite]
 
 
-def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
+def main(argv: Optional[List[str]] = None, stdout: Optional[TextIO] = None,
+         stderr: Optional[TextIO] = None) -> int:
+    """Run the selected suites and print the report; returns the exit status (see the module doc)."""
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
     if argv is None:
@@ -152,7 +163,7 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
     return rc
 
 
-def build_only(opts, stdout, stderr) -> int:
+def build_only(opts: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """Compile core_bench.c (with DPDK when pkg-config finds it) and stop."""
     from . import core
 

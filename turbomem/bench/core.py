@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import _paths
-from .report import ratio, summarize
+from .report import Progress, ratio, summarize
+
+# The entry points; the rest is the suite's machinery, not API.
+__all__ = ["run"]
+
 
 DRIVERS = ("ring_mp_mc", "stack", "lf_stack")
 
@@ -57,6 +61,7 @@ GOALS = [
 
 @dataclass
 class Build:
+    """The compiled C harness: where it is, and whether DPDK is in it (and why not)."""
     path: Optional[str]
     with_dpdk: bool
     dpdk_skipped: Optional[str]  # why the DPDK comparison is skipped (None: it is not)
@@ -68,7 +73,7 @@ def _run(cmd: Sequence[str], timeout: float = 300) -> subprocess.CompletedProces
     return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
 
 
-def dpdk_flags() -> tuple:
+def dpdk_flags() -> tuple[list[str], list[str], Optional[str]]:
     """(cflags, libs, reason): flags from `pkg-config libdpdk`, or reason=why not."""
     pc = shutil.which("pkg-config")
     if not pc:
@@ -111,7 +116,7 @@ def compile_harness(want_dpdk: bool = True, cc: Optional[str] = None,
     # -march (corei7 on Debian) and the last one wins.
     tail = ["-march=native", "-I", inc, src] + core_srcs
 
-    dpdk_reason = "not requested"
+    dpdk_reason: Optional[str] = "not requested"
     if want_dpdk:
         cflags, libs, dpdk_reason = dpdk_flags()
         if dpdk_reason is None:
@@ -153,6 +158,7 @@ def _tail(text: str, n: int = 6) -> str:
 
 
 def harness_args(params: Dict[str, Any], with_dpdk: bool) -> List[str]:
+    """The harness's command-line arguments for one parameter set."""
     impls = "tm,tm_unchecked," + ",".join(DRIVERS) if with_dpdk else "tm,tm_unchecked"
     args = ["--impls", impls, "--caches", str(params["caches"]), "--bulks", str(params["bulks"]),
             "--keeps", str(params["keeps"]), "--threads", str(params["threads"]),
@@ -196,7 +202,10 @@ def parse_lines(lines: Sequence[str]) -> Dict[str, Any]:
 def run_harness(build: Build, params: Dict[str, Any],
                 on_line: Optional[Callable[[int, int, Dict[str, Any]], None]] = None,
                 timeout: float = 1800) -> Dict[str, Any]:
+    """Run the harness; its JSON lines as a suite result (progress through on_line)."""
     args = harness_args(params, build.with_dpdk)
+    if build.path is None:
+        raise ValueError("the harness was not built")
     total = 0
     try:
         plan = _run([build.path, "--list"] + args, 60)
@@ -229,7 +238,7 @@ def run_harness(build: Build, params: Dict[str, Any],
     return out
 
 
-def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[tuple, Dict[str, Any]]:
+def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[tuple[Any, ...], Dict[str, Any]]:
     """(impl, driver, cache, bulk, n_keep, threads) -> summaries of rate and ns."""
     groups: Dict[tuple, List[Dict[str, Any]]] = defaultdict(list)
     for r in results:
@@ -242,7 +251,7 @@ def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[tuple, Dict[str, Any]]:
     return out
 
 
-def paired_ratios(results: Sequence[Dict[str, Any]], config: tuple, driver: str,
+def paired_ratios(results: Sequence[Dict[str, Any]], config: tuple[Any, ...], driver: str,
                   mode: str = "checked") -> List[float]:
     """TurboMem/DPDK rate per repetition (the two ran back to back in that rep)."""
     cache, bulk, keep, threads = config
@@ -313,6 +322,7 @@ def build_rows(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def evaluate_goals(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> List[Dict[str, Any]]:
+    """The goals of the core suite, checked against the rows."""
     if not rows:
         return []
     maxthr = max(r["threads"] for r in rows)
@@ -359,6 +369,7 @@ def evaluate_goals(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> List[Dict
 
 
 def chart(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> Dict[str, Any]:
+    """Bar-chart data (Mobj/s per configuration and contender) for the report plot."""
     sel = [r for r in rows if r["n_keep"] == r["bulk"]] or list(rows)
     labels = ["c%d b%d t%d" % (r["cache"], r["bulk"], r["threads"]) for r in sel]
     series = {}
@@ -372,7 +383,7 @@ def chart(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> Dict[str, Any]:
             "labels": labels, "series": series, "unit": "Mobj/s", "log": True}
 
 
-def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = None,
+def run(quick: bool = False, progress: Optional[Progress] = None, params: Optional[Dict[str, Any]] = None,
         want_dpdk: bool = True) -> Dict[str, Any]:
     """Build, run, summarise.  Returns a suite result (see report.py)."""
     params = dict(params or (QUICK if quick else FULL))

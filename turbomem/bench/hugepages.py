@@ -22,10 +22,14 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from . import _paths, machine
-from .report import ratio, summarize
+from .report import Progress, ratio, summarize
+
+# The entry points; the rest is the suite's machinery, not API.
+__all__ = ["run"]
+
 
 OBJ_SIZE = 2048
 FULL = dict(size=1 << 30, reps=5, steps=2_000_000)
@@ -38,7 +42,7 @@ SMOKE = dict(size=8 << 20, reps=2, steps=20_000)
 _LIB = None
 
 
-def chase_lib():
+def chase_lib() -> ctypes.CDLL:
     """Compile chase.c once into the cache dir and load it."""
     global _LIB
     if _LIB is not None:
@@ -74,15 +78,16 @@ class PerfCounter:
     def __init__(self, event: str = "dTLB-load-misses"):
         self.event = event
         self.value: Optional[int] = None
-        self.proc = None
+        self.proc: Optional[subprocess.Popen[str]] = None
 
-    def __enter__(self):
+    def __enter__(self) -> PerfCounter:
         self.proc = subprocess.Popen(["perf", "stat", "-x", ",", "-e", self.event, "-p", str(os.getpid())],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(0.2)  # let perf attach
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
+        assert self.proc is not None  # __enter__ started it
         self.proc.send_signal(signal.SIGINT)
         try:
             _, err = self.proc.communicate(timeout=10)
@@ -125,7 +130,7 @@ def _addr(obj) -> int:
             del c
 
 
-def pool_region(pool, capacity: int) -> Tuple[int, int, int, list]:
+def pool_region(pool: Any, capacity: int) -> Tuple[int, int, int, List[int]]:
     """(base address, stride, objects, handles held) of a turbomem.Pool.
 
     Uses array() when it is 2-D (one row per object); otherwise takes all
@@ -155,20 +160,23 @@ class RawRegion:
 
     def __init__(self, size: int, huge: bool):
         self.size = size
-        self.m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.m: mmap.mmap = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         adv = getattr(mmap, "MADV_HUGEPAGE" if huge else "MADV_NOHUGEPAGE", None)
         if adv is not None:
             self.m.madvise(adv)
         self._c = ctypes.c_char.from_buffer(self.m)
-        self.base = ctypes.addressof(self._c)
+        self.base: int = ctypes.addressof(self._c)
 
-    def populate(self, lib) -> None:
+    def populate(self, lib: Any) -> None:
+        """Fault every page in (through the C helper, so no Python loop)."""
         lib.tmb_touch(self.base, self.size, 4096)
 
     def report(self) -> Dict[str, Any]:
+        """What the kernel gave this mapping (huge-page coverage)."""
         return {"anon_huge_bytes": smaps_anon_huge(self.base, self.size), "size": self.size}
 
     def close(self) -> None:
+        """Unmap the region."""
         del self._c
         self.m.close()
 
@@ -202,7 +210,8 @@ def coverage_of(report: Any, size: int) -> Optional[float]:
 
 # ---- one measurement ------------------------------------------------------------
 
-def measure(kind: str, mode: str, size: int, steps: int, perm, lib, Pool, counter_cls) -> Dict[str, Any]:
+def measure(kind: str, mode: str, size: int, steps: int, perm: Any, lib: Any, Pool: Any,
+            counter_cls: Any) -> Dict[str, Any]:
     """kind: 'pool' (turbomem.Pool, hugepages=mode) or 'raw' (mode 'thp'/'none')."""
     capacity = size // OBJ_SIZE
     t0 = time.perf_counter()
@@ -257,7 +266,9 @@ COLUMNS = [
 ]
 
 
-def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def run(quick: bool = False, progress: Optional[Progress] = None,
+        params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Random dependent reads over huge-page and small-page memory; a suite result (see report.py)."""
     import numpy as np
 
     params = dict(params or (QUICK if quick else FULL))
@@ -273,7 +284,7 @@ def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = N
 
     Pool, why = load_pool_class()
     perf = machine.perf_counters()
-    counter_cls = _NoCounter
+    counter_cls: type[PerfCounter] | type[_NoCounter] = _NoCounter
     if perf["available"] and shutil.which("perf"):
         counter_cls = PerfCounter
     else:
@@ -333,6 +344,7 @@ _LABELS = {("pool", "auto"): 'Pool hugepages="auto"', ("pool", "none"): 'Pool hu
 
 
 def build_rows(raw: List[Dict[str, Any]], configs: List[Tuple[str, str]]) -> List[Dict[str, Any]]:
+    """One report row per (kind, mode): reads per second and ns per read, with ratios."""
     rows = []
     for kind, mode in configs:
         ms = [m for m in raw if (m["kind"], m["mode"]) == (kind, mode)]
@@ -355,6 +367,7 @@ def build_rows(raw: List[Dict[str, Any]], configs: List[Tuple[str, str]]) -> Lis
 
 
 def evaluate_goals(rows: List[Dict[str, Any]], have_pool: bool) -> List[Dict[str, Any]]:
+    """The goals of the hugepages suite, checked against the rows."""
     def get(kind, mode):
         return next((r for r in rows if (r["kind"], r["mode"]) == (kind, mode)), None)
 

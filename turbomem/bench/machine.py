@@ -8,16 +8,18 @@ import platform
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from turbomem import procfs
 
 
 def cpu_model() -> str:
+    """The CPU model name (from /proc/cpuinfo, else platform)."""
     return procfs.cpuinfo_model() or platform.processor() or platform.machine()
 
 
 def hypervisor() -> bool:
+    """Whether the CPU flags say this is a virtual machine."""
     return procfs.cpuinfo_has_flag("hypervisor")
 
 
@@ -32,7 +34,8 @@ def hugetlb_pages() -> Dict[str, int]:
     return {k: info[k] for k in ("HugePages_Total", "HugePages_Free", "Hugepagesize", "MemTotal") if k in info}
 
 
-def load_average() -> Optional[list]:
+def load_average() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages (None where the OS does not say)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -66,6 +69,7 @@ def perf_counters(event: str = "dTLB-load-misses") -> Dict[str, Any]:
 
 
 def dpdk_version() -> Optional[str]:
+    """libdpdk's version from pkg-config, or None."""
     pc = shutil.which("pkg-config")
     if not pc:
         return None
@@ -77,11 +81,15 @@ def dpdk_version() -> Optional[str]:
 
 
 def cores() -> Dict[str, Any]:
+    """Online CPUs and those this process may use."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        usable = os.cpu_count()
+        usable = os.cpu_count() or 1
     return {"online": os.cpu_count(), "usable": usable}
+
+
+__all__ = ["describe", "summary_lines"]
 
 
 def describe(check_perf: bool = True) -> Dict[str, Any]:
@@ -104,7 +112,7 @@ def describe(check_perf: bool = True) -> Dict[str, Any]:
     }
 
 
-def summary_lines(m: Dict[str, Any]) -> list:
+def summary_lines(m: Dict[str, Any]) -> List[str]:
     """Human-readable lines for the report header."""
     perf = m.get("perf_counters") or {}
     perf_s = "yes" if perf.get("available") else "no (%s)" % perf.get("why", "not checked")

@@ -10,7 +10,10 @@ the tests check that they do.
 from __future__ import annotations
 
 import queue
+import socket
 import struct
+from collections.abc import Collection
+from typing import Any, Optional
 import threading
 import time
 
@@ -37,7 +40,7 @@ from turbomem.packet.pipeline import _result, _Stage
 __all__ = ["naive_classify", "run_naive"]
 
 
-def naive_classify(data: bytes, linktype: int = LINKTYPE_ETHERNET, drop_ports=()):
+def naive_classify(data: bytes, linktype: int = LINKTYPE_ETHERNET, drop_ports: Collection[int] = ()) -> bool:
     """Per-packet struct parsing with the same rule as forward_mask: True to forward."""
     n = len(data)
     if linktype == LINKTYPE_ETHERNET:
@@ -148,9 +151,10 @@ def _naive_udp_packets(sock, count, duration, idle, linktype_box):
         yield data
 
 
-def run_naive(path=None, *, sock=None, count=None, duration=None, idle=1.0, linktype=None,
-              queue_size: int = 1024, drop_ports=(), slow_stage: float = 0.0,
-              backpressure: bool = True) -> dict:
+def run_naive(path: Optional[str] = None, *, sock: Optional[socket.socket] = None, count: Optional[int] = None,
+              duration: Optional[float] = None, idle: Optional[float] = 1.0, linktype: Optional[int] = None,
+              queue_size: int = 1024, drop_ports: Collection[int] = (), slow_stage: float = 0.0,
+              backpressure: bool = True) -> dict[str, Any]:
     """The same pipeline with bytes objects and queue.Queue (per-packet everything).
 
     Reads the pcap file ``path``, or datagrams from ``sock`` (raw IP payloads).
@@ -161,7 +165,7 @@ def run_naive(path=None, *, sock=None, count=None, duration=None, idle=1.0, link
     counters = {"dropped_rx_ring": 0, "dropped_tx_ring": 0, "filtered": 0}
     drop_set = frozenset(drop_ports)
     errors = []
-    lt_box = []
+    lt_box: list[int] = []
     ready = threading.Event()
 
     def put(q, item, key):

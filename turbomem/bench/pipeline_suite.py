@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any, Optional
 
-__all__ = ["run"]
+from .report import Progress
+
+__all__ = ["run", "suite"]
 
 
 def _ring_factory():
@@ -37,7 +40,8 @@ def _best(fn, repeats):
     return best
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """The fast and the naive pipeline on the same synthetic pcaps, alternating; one row per size."""
     import turbomem as tm
     from turbomem.bench.naive_pipeline import run_naive
     from turbomem.bench.udpbench import drain_benchmark, echo_benchmark
@@ -92,7 +96,7 @@ def run(quick: bool = False) -> list[dict]:
 GOALS = {"pipeline_fast": 5.0, "udp_recv_burst": 3.0}
 
 
-def suite(quick: bool = False, progress=None) -> dict:
+def suite(quick: bool = False, progress: Optional[Progress] = None) -> dict[str, Any]:
     """run() as a suite result for `python -m turbomem bench pipeline`."""
     if progress is not None:
         progress.update(0, 1, "pipeline")

@@ -17,7 +17,11 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .report import summarize
+from .report import Progress, summarize
+
+# The entry points; the rest is the suite's machinery, not API.
+__all__ = ["run", "load_pool_class"]
+
 
 OBJ_SIZE = 2048
 N_BUFFERS = 4096
@@ -34,7 +38,7 @@ def load_pool_class() -> Tuple[Optional[type], Optional[str]]:
 
         Pool = getattr(turbomem, "Pool", None)
         if Pool is None:
-            from turbomem._core import Pool  # type: ignore
+            from turbomem._core import Pool
         return Pool, None
     except Exception as e:  # ImportError, or a broken build
         return None, "%s: %s" % (e.__class__.__name__, e)
@@ -152,7 +156,7 @@ def _buffers():
     return [bytearray(OBJ_SIZE) for _ in range(N_BUFFERS)]
 
 
-def make_cases(bulks, Pool) -> List[Dict[str, Any]]:
+def make_cases(bulks: List[int], Pool: Optional[type]) -> List[Dict[str, Any]]:
     """name, bulk, state factory, run factory, cleanup."""
     cases = [dict(name="empty for-loop (floor)", bulk=1, state=lambda: None, make=_empty_loop)]
     if Pool is not None:
@@ -200,8 +204,8 @@ def make_cases(bulks, Pool) -> List[Dict[str, Any]]:
 
 def _pin(cpu: int) -> None:
     try:
-        ncpu = len(os.sched_getaffinity(0)) and sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {ncpu[cpu % len(ncpu)]})  # pid 0: the calling thread
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {allowed[cpu % len(allowed)]})  # pid 0: the calling thread
     except (AttributeError, OSError):
         pass
 
@@ -239,6 +243,7 @@ def timed(run: Callable[[int], None], iters: int, threads: int) -> float:
 
 
 def calibrate(run: Callable[[int], None], seconds: float) -> int:
+    """Iterations of ``run`` that take about ``seconds``."""
     iters = 64
     while True:
         t0 = time.perf_counter()
@@ -260,7 +265,9 @@ COLUMNS = [
 ]
 
 
-def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def run(quick: bool = False, progress: Optional[Progress] = None,
+        params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Python-level get/put against pure-Python free lists; a suite result (see report.py)."""
     params = dict(params or (QUICK if quick else FULL))
     Pool, why = load_pool_class()
     res: Dict[str, Any] = {"suite": "python", "skipped": None, "notes": [], "columns": COLUMNS,
@@ -334,6 +341,7 @@ def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = N
 
 
 def build_rows(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One report row per (implementation, bulk, threads) with ns per object and ratios."""
     keys = []
     for r in raw:
         k = (r["impl"], r["bulk"], r["threads"])
@@ -355,6 +363,7 @@ def build_rows(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def evaluate_goals(rows: List[Dict[str, Any]], have_pool: bool) -> List[Dict[str, Any]]:
+    """The goals of the python suite, checked against the rows."""
     def get(impl, bulk, thr=1):
         return next((r for r in rows if (r["impl"], r["bulk"], r["threads"]) == (impl, bulk, thr)), None)
 

@@ -19,7 +19,7 @@ import json
 import math
 import statistics
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
 
 
 def summarize(values: Iterable[float]) -> Dict[str, Any]:
@@ -31,6 +31,7 @@ def summarize(values: Iterable[float]) -> Dict[str, Any]:
 
 
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    """a / b, or None when either is missing or b is 0."""
     if a is None or b is None or b == 0:
         return None
     return a / b
@@ -39,6 +40,7 @@ def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 # ---- formatting --------------------------------------------------------------
 
 def fmt_value(v: Any, fmt: str = "") -> str:
+    """A table cell: "-" for missing values, else the value in ``fmt``."""
     if v is None:
         return "-"
     if isinstance(v, float) and math.isnan(v):
@@ -81,6 +83,7 @@ def render_table(columns: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any
 
 
 def render_goals(goals: Sequence[Dict[str, Any]]) -> str:
+    """The goal lines of a suite (met / missed, measured against target)."""
     if not goals:
         return ""
     lines = ["goals:"]
@@ -96,6 +99,7 @@ def render_goals(goals: Sequence[Dict[str, Any]]) -> str:
 
 
 def render_suite(res: Dict[str, Any]) -> str:
+    """One suite as text: title, skip reason, table, goals, notes."""
     title = "== %s ==" % res.get("suite", "?")
     parts = [title]
     if res.get("skipped"):
@@ -111,6 +115,7 @@ def render_suite(res: Dict[str, Any]) -> str:
 
 
 def render_report(report: Dict[str, Any]) -> str:
+    """The whole report as text: the machine, then every suite."""
     from . import machine
 
     out = ["TurboMem benchmark  (command: %s)" % report.get("command", "?")]
@@ -122,6 +127,7 @@ def render_report(report: Dict[str, Any]) -> str:
 
 
 def write_json(report: Dict[str, Any], path: str) -> None:
+    """Write the report as JSON to ``path`` ("-": stdout)."""
     text = json.dumps(report, indent=1, sort_keys=False, default=str)
     if path == "-":
         sys.stdout.write(text + "\n")
@@ -174,7 +180,10 @@ class Progress:
     """A one-line text progress bar on stderr (no dependency).  Redraws in
     place on a terminal; elsewhere prints a line every 10%."""
 
-    def __init__(self, stream=None, width: int = 30, enabled: bool = True):
+    stream: TextIO
+    tty: bool
+
+    def __init__(self, stream: Optional[TextIO] = None, width: int = 30, enabled: bool = True) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.enabled = enabled
@@ -183,6 +192,7 @@ class Progress:
         self._drawn = False
 
     def update(self, done: int, total: int, label: str = "") -> None:
+        """Redraw the bar at done/total."""
         if not self.enabled or total <= 0:
             return
         frac = min(1.0, max(0.0, done / total))
@@ -202,6 +212,7 @@ class Progress:
         self.stream.flush()
 
     def done(self) -> None:
+        """Finish the bar (a newline on a terminal)."""
         if self.enabled and self.tty and self._drawn:
             self.stream.write("\n")
             self.stream.flush()

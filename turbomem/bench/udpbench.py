@@ -22,12 +22,14 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
 from turbomem.packet.io import BurstReceiver, BurstSender
 
-__all__ = ["drain_benchmark", "echo_benchmark", "serve_burst", "serve_recvfrom", "client"]
+# The benchmarks; serve_*/client are the pieces they run (in this process and a child).
+__all__ = ["drain_benchmark", "echo_benchmark"]
 
 STOP_LEN = 1  # a datagram of this length tells an echo server to stop
 
@@ -54,7 +56,7 @@ def _fill(tx_sock, pool, handle, size, count, burst=256):
 
 
 def drain_benchmark(mode: str, *, count: int = 50_000, size: int = 64, burst: int = 64,
-                    rounds: int = 3) -> dict:
+                    rounds: int = 3) -> dict[str, Any]:
     """Receive-path packets/s: time to empty a socket queue of ``count`` datagrams."""
     import turbomem as tm
 
@@ -105,7 +107,7 @@ def drain_benchmark(mode: str, *, count: int = 50_000, size: int = 64, burst: in
 
 # -------------------------------------------------------------------- echo --
 
-def serve_burst(sock, pool, burst: int = 64, *, timeout: float = 10.0) -> dict:
+def serve_burst(sock: socket.socket, pool: Any, burst: int = 64, *, timeout: float = 10.0) -> dict[str, Any]:
     """Echo every datagram back to its sender with recvmmsg/sendmmsg until STOP."""
     rx = BurstReceiver(sock, pool, burst, addresses=True)
     tx = BurstSender(sock, pool, burst)
@@ -134,7 +136,7 @@ def serve_burst(sock, pool, burst: int = 64, *, timeout: float = 10.0) -> dict:
     return _rate("burst", packets, first, last)
 
 
-def serve_recvfrom(sock, *, timeout: float = 10.0) -> dict:
+def serve_recvfrom(sock: socket.socket, *, timeout: float = 10.0) -> dict[str, Any]:
     """The plain loop: recvfrom, sendto, one datagram at a time, until STOP."""
     sock.settimeout(0.05)
     packets, first, last = 0, None, None
@@ -162,7 +164,7 @@ def _rate(mode, packets, first, last):
 
 
 def client(port: int, count: int, size: int = 64, window: int = 256,
-           timeout: float = 1.0) -> dict:
+           timeout: float = 1.0) -> dict[str, Any]:
     """Load generator: keep ``window`` datagrams in flight, check every echo."""
     import turbomem as tm
 
@@ -200,7 +202,7 @@ def client(port: int, count: int, size: int = 64, window: int = 256,
 
 
 def echo_benchmark(mode: str, *, count: int = 100_000, size: int = 64, window: int = 256,
-                   burst: int = 64, timeout: float = 60.0) -> dict:
+                   burst: int = 64, timeout: float = 60.0) -> dict[str, Any]:
     """Echo server in this process (burst or recvfrom), load generator in a child."""
     import turbomem as tm
 
@@ -236,8 +238,7 @@ def echo_benchmark(mode: str, *, count: int = 100_000, size: int = 64, window: i
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "client":
-        args = [int(a) for a in sys.argv[2:6]]
-        print(json.dumps(client(*args)))
+        print(json.dumps(client(*[int(a) for a in sys.argv[2:6]])))
     else:
         print("usage: python -m turbomem.bench.udpbench client PORT COUNT [SIZE [WINDOW]]",
               file=sys.stderr)

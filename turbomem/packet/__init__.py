@@ -1,14 +1,16 @@
 """The packet toolkit, built on the pool: burst socket I/O, pcap, parsing, a pipeline.
 
-    from turbomem.packet import io, pcap, parse, pipeline, traffic
+    from turbomem.packet import io, pcap, pcapng, parse, pipeline, traffic
 
 * :mod:`~turbomem.packet.io`: recvmmsg/sendmmsg straight into pool objects;
 * :mod:`~turbomem.packet.pcap`: pcap reader/writer (record walk compiled in
   :mod:`~turbomem.packet._pcapwalk`, a cimport user of ``turbomem/_core.pxd``);
+* :mod:`~turbomem.packet.pcapng`: pcapng reader (several interfaces, both byte
+  orders), and ``open_capture`` for either format;
 * :mod:`~turbomem.packet.parse`: vectorised header parsing of a burst;
 * :mod:`~turbomem.packet.pipeline`: receive -> classify -> forward over rings;
 * :mod:`~turbomem.packet.traffic`: synthetic packets and pcaps;
-* :mod:`~turbomem.packet.summary`: traffic summaries of a pcap;
+* :mod:`~turbomem.packet.summary`: traffic summaries of a pcap or pcapng file;
 * :mod:`~turbomem.packet.xdp`: AF_XDP sockets whose UMEM is a pool (zero copy);
 * :mod:`~turbomem.packet.tpacket`: AF_PACKET TPACKET_V3 receive ring into pool objects;
 * :mod:`~turbomem.packet.constants`: link types, magics, ethertypes, TPIDs,

@@ -14,6 +14,20 @@ MAGIC_NSEC = 0xA1B23C4D  # nanosecond timestamps
 PCAP_MAGICS = (MAGIC_USEC, MAGIC_NSEC)
 MAX_RECORD = 262144  # libpcap's own ceiling on a record (256 KiB)
 
+# -------------------------------------------------------------- pcapng file --
+# Block types and option codes from the pcapng specification (draft-ietf-opsawg-pcapng).
+PCAPNG_BLOCK_SHB = 0x0A0D0D0A  # section header (a palindrome: the same in both byte orders)
+PCAPNG_BLOCK_IDB = 0x00000001  # interface description
+PCAPNG_BLOCK_PB = 0x00000002  # packet (obsolete, still written by old tools)
+PCAPNG_BLOCK_SPB = 0x00000003  # simple packet
+PCAPNG_BLOCK_EPB = 0x00000006  # enhanced packet
+PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+PCAPNG_OPT_END = 0
+PCAPNG_OPT_IF_NAME = 2
+PCAPNG_OPT_IF_TSRESOL = 9
+PCAPNG_OPT_IF_TSOFFSET = 14
+PCAPNG_MAX_BLOCK = 16 * 1024 * 1024  # Wireshark's own ceiling on a block; larger is corruption
+
 # ----------------------------------------------------------------- linktypes --
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW_BSD = 12  # raw IP as written by some BSDs

@@ -30,12 +30,23 @@ import os
 import select
 import socket
 import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from turbomem import _sys
 from turbomem._handles import acquire, release
 from turbomem._sys import MSG_DONTWAIT, MSG_TRUNC, MSG_WAITFORONE, SOCKADDR_STORAGE_SIZE
+
+if TYPE_CHECKING:
+    from turbomem._core import Pool
+
+#: Handles or lengths as given to the calls: an integer numpy array or a sequence of ints.
+IntArray = Union[npt.NDArray[Any], Sequence[int]]
+#: What the receive calls return: handles now owned by the caller, and the bytes in each.
+Received = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]
 
 __all__ = [
     "BurstReceiver",
@@ -72,29 +83,29 @@ def _oserror(call: str, err: int, sock) -> OSError:
 
 # ---------------------------------------------------------------- sockaddr --
 
-def encode_sockaddr(family: int, addr) -> bytes:
+def encode_sockaddr(family: int, addr: tuple[Any, ...]) -> bytes:
     """The C ``struct sockaddr`` bytes for a Python socket address tuple.
 
     AF_INET ``(host, port)``, AF_INET6 ``(host, port[, flowinfo, scope_id])``,
     AF_PACKET ``(ifname, proto[, pkttype, hatype, haddr])``.
     """
     if family == socket.AF_INET:
-        host, port = addr[0], addr[1]
+        host, port = str(addr[0]), int(addr[1])
         try:
             raw = socket.inet_pton(socket.AF_INET, host)
         except OSError:
-            raw = socket.inet_pton(socket.AF_INET, socket.getaddrinfo(
-                host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0])
+            raw = socket.inet_pton(socket.AF_INET, str(socket.getaddrinfo(
+                host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]))
         return struct.pack("=H", family) + struct.pack("!H", port) + raw + bytes(8)
     if family == socket.AF_INET6:
-        host, port = addr[0], addr[1]
+        host, port = str(addr[0]), int(addr[1])
         flowinfo = addr[2] if len(addr) > 2 else 0
         scope_id = addr[3] if len(addr) > 3 else 0
         try:
             raw = socket.inet_pton(socket.AF_INET6, host)
         except OSError:
-            raw = socket.inet_pton(socket.AF_INET6, socket.getaddrinfo(
-                host, port, socket.AF_INET6, socket.SOCK_DGRAM)[0][4][0])
+            raw = socket.inet_pton(socket.AF_INET6, str(socket.getaddrinfo(
+                host, port, socket.AF_INET6, socket.SOCK_DGRAM)[0][4][0]))
         return (struct.pack("=H", family) + struct.pack("!HI", port, flowinfo) + raw
                 + struct.pack("=I", scope_id))
     if family == getattr(socket, "AF_PACKET", -1):
@@ -110,7 +121,7 @@ def encode_sockaddr(family: int, addr) -> bytes:
     raise ValueError(f"unsupported address family {family}")
 
 
-def decode_sockaddr(raw) -> tuple | None:
+def decode_sockaddr(raw: bytes) -> tuple[Any, ...] | None:
     """Python address tuple for C ``struct sockaddr`` bytes (None if empty)."""
     raw = bytes(raw)
     if len(raw) < 2:
@@ -165,7 +176,14 @@ class BurstReceiver:
     ``obj_size`` bytes).
     """
 
-    def __init__(self, sock, pool, burst: int = 32, *, addresses: bool = False):
+    sock: socket.socket
+    pool: Pool
+    burst: int
+    packets: int
+    calls: int
+    truncated: int
+
+    def __init__(self, sock: socket.socket, pool: Pool, burst: int = 32, *, addresses: bool = False) -> None:
         if burst <= 0:
             raise ValueError(f"burst must be positive, got {burst}")
         self.sock = sock
@@ -187,7 +205,8 @@ class BurstReceiver:
         self.calls = 0
         self.truncated = 0
 
-    def recv(self, max_packets: int | None = None, *, handles=None, timeout: float | None = None):
+    def recv(self, max_packets: int | None = None, *, handles: Optional[IntArray] = None,
+             timeout: float | None = None) -> Received:
         """Receive up to ``max_packets`` (default ``burst``) datagrams.
 
         Returns ``(handles, lengths)`` as uint32 arrays (both empty when
@@ -251,14 +270,14 @@ class BurstReceiver:
             # Whatever path we leave by, objects that got no packet go back.
             release(pool, handles[got:])
 
-    def last_addresses(self) -> list:
+    def last_addresses(self) -> list[tuple[Any, ...] | None]:
         """Source addresses (Python tuples) of the last burst (addresses=True)."""
         if self._names is None:
             raise ValueError("BurstReceiver was created without addresses=True")
         lens = self._msgs["namelen"][:self._last]
         return [decode_sockaddr(self._names[i, :lens[i]].tobytes()) for i in range(self._last)]
 
-    def address_block(self):
+    def address_block(self) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint32]]:
         """(sockaddr bytes array, lengths) of the last burst, for BurstSender.send."""
         if self._names is None:
             raise ValueError("BurstReceiver was created without addresses=True")
@@ -269,7 +288,8 @@ def _empty():
     return np.zeros(0, dtype=np.uint32)
 
 
-def recv_burst(sock, pool, max_packets: int, *, handles=None, timeout: float | None = None):
+def recv_burst(sock: socket.socket, pool: Pool, max_packets: int, *, handles: Optional[IntArray] = None,
+               timeout: float | None = None) -> Received:
     """One recvmmsg into pool objects; see BurstReceiver.recv.
 
     Builds its C structures on every call: keep a BurstReceiver for loops.
@@ -289,7 +309,13 @@ class BurstSender:
     ``addresses=(sockaddr array, lengths)`` from BurstReceiver.address_block.
     """
 
-    def __init__(self, sock, pool, burst: int = 32):
+    sock: socket.socket
+    pool: Pool
+    burst: int
+    packets: int
+    calls: int
+
+    def __init__(self, sock: socket.socket, pool: Pool, burst: int = 32) -> None:
         if burst <= 0:
             raise ValueError(f"burst must be positive, got {burst}")
         self.sock = sock
@@ -313,8 +339,9 @@ class BurstSender:
             self._addr_key = addr
         return self._addr_buf
 
-    def send(self, handles, lengths, *, addr=None, addresses=None, release: bool = False,
-             timeout: float | None = None) -> int:
+    def send(self, handles: IntArray, lengths: IntArray, *, addr: Optional[tuple[Any, ...]] = None,
+             addresses: Optional[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint32]]] = None,
+             release: bool = False, timeout: float | None = None) -> int:
         """Send ``lengths[i]`` bytes of object ``handles[i]``; returns how many went.
 
         Blocks per the socket mode (or ``timeout``) when the socket buffer is
@@ -388,7 +415,8 @@ def _release_any(pool, handles):
         release(pool, hs)
 
 
-def send_burst(sock, pool, handles, lengths, *, addr=None, release: bool = False,
+def send_burst(sock: socket.socket, pool: Pool, handles: IntArray, lengths: IntArray, *,
+               addr: Optional[tuple[Any, ...]] = None, release: bool = False,
                timeout: float | None = None) -> int:
     """One-shot sendmmsg of pool objects; see BurstSender.send."""
     n = max(1, min(len(handles), 1024))

@@ -27,7 +27,14 @@ What is handled:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
+
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from turbomem._core import Pool
 
 from turbomem.packet.constants import (
     ETHERTYPE_IPV4,
@@ -101,8 +108,8 @@ PACKET_DTYPE = np.dtype([
 ])
 
 
-def parse(pool, handles, lengths, *, linktype: int = 1, wire_lengths=None,
-          window: int = 128) -> np.ndarray:
+def parse(pool: Pool, handles: npt.ArrayLike, lengths: npt.ArrayLike, *, linktype: int = 1,
+          wire_lengths: Optional[npt.ArrayLike] = None, window: int = 128) -> np.ndarray:
     """Parse packets held in pool objects; returns a PACKET_DTYPE array."""
     handles = np.asarray(handles, dtype=np.intp).ravel()
     width = max(1, min(pool.obj_size, int(window)))
@@ -115,7 +122,7 @@ def parse(pool, handles, lengths, *, linktype: int = 1, wire_lengths=None,
     return parse_matrix(mat, cap, linktype=linktype, wire_lengths=wire_lengths, width=width)
 
 
-def parse_packets(packets, *, linktype: int = 1, window: int = 128) -> np.ndarray:
+def parse_packets(packets: Sequence[bytes], *, linktype: int = 1, window: int = 128) -> np.ndarray:
     """Parse a list of bytes objects (a convenience for tests and tools)."""
     cap = np.array([len(p) for p in packets], dtype=np.int64)
     width = max(1, min(int(window), int(cap.max()) if len(cap) else 1))
@@ -126,8 +133,8 @@ def parse_packets(packets, *, linktype: int = 1, window: int = 128) -> np.ndarra
     return parse_matrix(mat, cap, linktype=linktype)
 
 
-def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None,
-                 width: int | None = None) -> np.ndarray:
+def parse_matrix(mat: np.ndarray, cap: npt.ArrayLike, *, linktype: int = 1,
+                 wire_lengths: Optional[npt.ArrayLike] = None, width: int | None = None) -> np.ndarray:
     """Parse rows of ``mat`` (n, width) uint8 whose packets are ``cap`` bytes long.
 
     Only the first ``width`` columns (default: all) count as packet bytes.
@@ -153,7 +160,7 @@ def parse_matrix(mat: np.ndarray, cap, *, linktype: int = 1, wire_lengths=None,
     flags = np.zeros(n, dtype=np.uint16)
 
     rows = np.arange(n)
-    windows = {}
+    windows: dict[tuple[int, int], Any] = {}
 
     def block(off, size):
         """(n, size) bytes at per-row offsets (clipped into the matrix; mask later).
@@ -299,7 +306,7 @@ _VLAN_LUT[list(VLAN_TPIDS)] = True
 
 
 _FLOW_FIELDS = ("l3", "ip_proto", "src_ip4", "dst_ip4", "src_ip6", "dst_ip6", "sport", "dport")
-_FLOW_DTYPE = np.dtype([(f, PACKET_DTYPE.fields[f][0]) for f in _FLOW_FIELDS])
+_FLOW_DTYPE = np.dtype([(f, PACKET_DTYPE[f]) for f in _FLOW_FIELDS])
 
 
 def flow_keys(info: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@
             pool.put_bulk(handles)
 
 Both magics (0xa1b2c3d4 microsecond, 0xa1b23c4d nanosecond) in both byte
-orders are read; pcapng is not.  A record longer than ``obj_size`` is cut to
+orders are read; pcapng is read by :mod:`turbomem.packet.pcapng`, and
+``turbomem.packet.pcapng.open_capture`` picks the reader by the magic.  A record longer than ``obj_size`` is cut to
 ``obj_size`` bytes and counted in ``reader.truncated`` (or, with
 ``oversize="error"``, raises PcapError).
 
@@ -20,11 +21,16 @@ always go back to the pool.
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, Literal, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from turbomem._handles import acquire, release
 from turbomem.errors import TurbomemError
@@ -40,7 +46,15 @@ from turbomem.packet.constants import (
     PCAP_MAGICS,
 )
 
+if TYPE_CHECKING:
+    from turbomem._core import Pool
+
 _NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
+
+#: A path, or a binary file object the reader reads from / the writer writes to.
+Source = Union[str, bytes, "os.PathLike[str]", IO[bytes]]
+#: One burst: handles, captured lengths, timestamps (ns since the epoch), wire lengths.
+Burst = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.uint32]]
 
 __all__ = [
     "PcapError",
@@ -62,7 +76,7 @@ _HDR_COLS = np.arange(16)
 class PcapError(TurbomemError, ValueError):
     """A pcap file that is truncated or corrupt; ``offset`` is the byte offset."""
 
-    def __init__(self, message: str, offset: int | None = None):
+    def __init__(self, message: str, offset: int | None = None) -> None:
         if offset is not None:
             message = f"{message} (at byte offset {offset})"
         super().__init__(message)
@@ -79,7 +93,21 @@ class PcapReader:
     ``linktype``; counters ``packets`` and ``truncated``.
     """
 
-    def __init__(self, source, pool, burst: int = 64, *, oversize: str = "truncate"):
+    pool: Pool
+    burst: int
+    oversize: str
+    packets: int
+    truncated: int
+    byteorder: str
+    nanosecond: bool
+    version: tuple[int, int]
+    snaplen: int
+    linktype: int
+    _file: Optional[IO[bytes]]
+    _pool_mv: Optional[memoryview]
+    _pending: Optional[PcapError]
+
+    def __init__(self, source: Source, pool: Pool, burst: int = 64, *, oversize: str = "truncate") -> None:
         if burst <= 0:
             raise ValueError(f"burst must be positive, got {burst}")
         if oversize not in ("truncate", "error"):
@@ -91,7 +119,7 @@ class PcapReader:
         self.truncated = 0
         self._pending = None
         self._eof = False
-        if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        if isinstance(source, (str, bytes, os.PathLike)):
             self._file = open(source, "rb")
             self._owns = True
         else:
@@ -113,7 +141,7 @@ class PcapReader:
 
     # ------------------------------------------------------------- header --
 
-    def _read_header(self):
+    def _read_header(self) -> None:
         self._fill(24)
         have = self._end - self._pos
         if have < 24:
@@ -125,8 +153,8 @@ class PcapReader:
         elif struct.unpack_from(">I", raw)[0] in PCAP_MAGICS:
             order = ">"
         else:
-            raise PcapError(f"bad pcap magic 0x{magic_le:08x} (pcapng and other formats "
-                            "are not supported)", 0)
+            raise PcapError(f"bad pcap magic 0x{magic_le:08x} (pcapng: use "
+                            "turbomem.packet.pcapng.open_capture)", 0)
         magic, major, minor, _zone, _sigfigs, snaplen, network = struct.unpack(
             order + "IHHiIII", raw)
         if major != 2 or minor > 4:
@@ -154,7 +182,7 @@ class PcapReader:
             self._file_off += self._pos
             self._pos, self._end = 0, rest
         while self._end < need:
-            got = self._file.readinto(self._mv[self._end:])
+            got = self._file.readinto(self._mv[self._end:])  # type: ignore[union-attr]
             if not got:
                 self._eof = True
                 return
@@ -162,7 +190,7 @@ class PcapReader:
 
     # -------------------------------------------------------------- reads --
 
-    def read_burst(self, max_packets: int | None = None):
+    def read_burst(self, max_packets: int | None = None) -> Optional[Burst]:
         """Next burst, or None at the end of the file."""
         if self._pending is not None:
             err, self._pending = self._pending, None
@@ -178,11 +206,12 @@ class PcapReader:
         n = len(handles)
         count = 0
         try:
-            offsets, parts = [], []
+            offsets: list[int] = []
+            parts: list[Any] = []
             try:
                 count = self._walk(handles, offsets, parts)
             except PcapError as err:
-                count = len(offsets) + sum(len(p) for p in parts)
+                count = len(offsets) + sum([len(p) for p in parts])
                 if not count:
                     raise
                 self._pending = err
@@ -201,11 +230,11 @@ class PcapReader:
         finally:
             release(pool, handles[count:])
 
-    def _headers_at(self, offsets):
+    def _headers_at(self, offsets: list[int]) -> Any:
         at = np.array(offsets, dtype=np.intp).reshape(-1, 1) + _HDR_COLS
         return self._np_buf[at].view(self._hdr_dtype)[:, 0]
 
-    def _walk(self, handles, offsets, parts) -> int:
+    def _walk(self, handles: npt.NDArray[np.uint32], offsets: list[int], parts: list[Any]) -> int:
         """Copy up to len(handles) records into the objects; returns how many.
 
         Whole records already in the buffer go through the compiled fast path
@@ -217,6 +246,7 @@ class PcapReader:
         pool = self.pool
         obj_size = pool.obj_size
         pmv, buf, mv = self._pool_mv, self._buf, self._mv
+        assert pmv is not None  # open: checked by read_burst
         unpack_incl = self._incl.unpack_from
         limit = min(self._limit, obj_size)  # anything above goes the slow way
         swapped = self.byteorder != _NATIVE_ORDER
@@ -260,7 +290,7 @@ class PcapReader:
             self._pos = pos
         return count
 
-    def _refill(self, pos, need, offsets, parts):
+    def _refill(self, pos: int, need: int, offsets: list[int], parts: list[Any]) -> tuple[int, int]:
         self._pos = pos
         if offsets:
             parts.append(self._headers_at(offsets))
@@ -268,7 +298,7 @@ class PcapReader:
         self._fill(need)
         return self._pos, self._end
 
-    def _slow_record(self, pos, incl, offsets, parts):
+    def _slow_record(self, pos: int, incl: int, offsets: list[int], parts: list[Any]) -> tuple[int, int, int]:
         """A record that is oversized, bad, or not all in the buffer yet."""
         if incl > self._limit:
             what = (f"the snaplen {self.snaplen}" if self.snaplen and incl > self.snaplen
@@ -286,7 +316,7 @@ class PcapReader:
                                 f"{incl} bytes", self._file_off + pos)
         return min(incl, obj_size), pos, end
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Burst]:
         while True:
             burst = self.read_burst()
             if burst is None:
@@ -294,6 +324,7 @@ class PcapReader:
             yield burst
 
     def close(self) -> None:
+        """Release the pool's buffer and close the file (if this reader opened it)."""
         if self._pool_mv is not None:
             self._pool_mv.release()
             self._pool_mv = None
@@ -301,10 +332,11 @@ class PcapReader:
             self._file.close()
         self._file = None
 
-    def __enter__(self):
+    def __enter__(self) -> PcapReader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
         self.close()
         return False
 
@@ -316,8 +348,15 @@ class PcapWriter:
     ``snaplen`` are cut to it (the original length is kept).
     """
 
-    def __init__(self, dest, linktype: int = LINKTYPE_ETHERNET, snaplen: int = MAX_RECORD,
-                 nanosecond: bool = False, *, byteorder: str = "="):
+    byteorder: str
+    nanosecond: bool
+    snaplen: int
+    linktype: int
+    packets: int
+    _file: Optional[IO[bytes]]
+
+    def __init__(self, dest: Source, linktype: int = LINKTYPE_ETHERNET, snaplen: int = MAX_RECORD,
+                 nanosecond: bool = False, *, byteorder: str = "=") -> None:
         if byteorder == "=":
             byteorder = "<" if sys.byteorder == "little" else ">"
         if byteorder not in "<>":
@@ -329,7 +368,7 @@ class PcapWriter:
         self.snaplen = int(snaplen)
         self.linktype = int(linktype)
         self.packets = 0
-        if isinstance(dest, (str, bytes)) or hasattr(dest, "__fspath__"):
+        if isinstance(dest, (str, bytes, os.PathLike)):
             self._file = open(dest, "wb")
             self._owns = True
         else:
@@ -341,7 +380,7 @@ class PcapWriter:
         self._file.write(struct.pack(byteorder + "IHHiIII", magic, 2, 4, 0, 0,
                                      self.snaplen, self.linktype))
 
-    def _headers(self, lengths, timestamps_ns, orig_lengths):
+    def _headers(self, lengths: Any, timestamps_ns: Any, orig_lengths: Any) -> tuple[bytes, Any]:
         n = len(lengths)
         if timestamps_ns is None:
             timestamps_ns = np.full(n, time.time_ns(), dtype=np.int64)
@@ -357,7 +396,9 @@ class PcapWriter:
         hdr["orig"] = lengths if orig_lengths is None else orig_lengths
         return hdr.tobytes(), incl
 
-    def write_burst(self, pool, handles, lengths, timestamps_ns=None, orig_lengths=None) -> None:
+    def write_burst(self, pool: Pool, handles: npt.ArrayLike, lengths: npt.ArrayLike,
+                    timestamps_ns: Optional[npt.ArrayLike] = None,
+                    orig_lengths: Optional[npt.ArrayLike] = None) -> None:
         """Append one record per handle (``lengths[i]`` bytes of object handles[i])."""
         hs = np.asarray(handles, dtype=np.int64).ravel()
         ls = np.asarray(lengths, dtype=np.int64).ravel()
@@ -373,29 +414,39 @@ class PcapWriter:
             orig_lengths = np.asarray(orig_lengths, dtype=np.int64).ravel()
         hdr, incl = self._headers(ls, timestamps_ns, orig_lengths)
         stride = pool.stride
+        out = self._writable()
         with pool.buffer() as whole:
-            parts = []
+            parts: list[Any] = []
             for i, (h, k) in enumerate(zip(hs.tolist(), incl.tolist())):
                 parts.append(hdr[16 * i:16 * i + 16])
                 parts.append(whole[h * stride:h * stride + k])
-            self._file.write(b"".join(parts))
+            out.write(b"".join(parts))
             del parts
         self.packets += len(hs)
 
-    def write_packet(self, data, timestamp_ns: int | None = None,
+    def write_packet(self, data: Any, timestamp_ns: int | None = None,
                      orig_length: int | None = None) -> None:
         """Append one record from a bytes-like object."""
+        out = self._writable()
         data = memoryview(data).cast("B")
         hdr, incl = self._headers(np.array([len(data)]), None if timestamp_ns is None
                                   else [timestamp_ns],
                                   None if orig_length is None else [orig_length])
-        self._file.write(hdr + bytes(data[:int(incl[0])]))
+        out.write(hdr + bytes(data[:int(incl[0])]))
         self.packets += 1
 
+    def _writable(self) -> IO[bytes]:
+        if self._file is None:
+            raise ValueError("PcapWriter is closed")
+        return self._file
+
     def flush(self) -> None:
-        self._file.flush()
+        """Flush the file."""
+        if self._file is not None:
+            self._file.flush()
 
     def close(self) -> None:
+        """Close the file (if this writer opened it; else flush it)."""
         if self._file is not None:
             if self._owns:
                 self._file.close()
@@ -403,9 +454,10 @@ class PcapWriter:
                 self._file.flush()
             self._file = None
 
-    def __enter__(self):
+    def __enter__(self) -> PcapWriter:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
         self.close()
         return False

@@ -3,7 +3,7 @@
     receive (pcap file or UDP socket) --ring--> classify (vectorised) --ring--> forward
 
 Every buffer comes from one Pool; the rings carry uint32 handles only.
-Per-packet metadata (captured and wire length) lives in side tables indexed
+Per-packet metadata (captured and wire length, timestamp) lives in side tables indexed
 by handle, the way DPDK keeps it in the mbuf: a handle is owned by exactly
 one stage at a time, so the tables need no locking (the ring hand-off orders
 the writes).
@@ -18,19 +18,31 @@ Its naive twin, the baseline it is benchmarked against, lives in
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from turbomem.errors import PoolEmptyError
 from turbomem.packet import parse as _parse
 from turbomem.packet.constants import F_MALFORMED, F_TRUNCATED
 from turbomem.packet.io import BurstReceiver, BurstSender
-from turbomem.packet.pcap import PcapReader, PcapWriter
+from turbomem.packet.pcap import PcapReader, PcapWriter, Source
+
+if TYPE_CHECKING:
+    from turbomem._core import Pool
+
+U32 = npt.NDArray[np.uint32]
+#: What a source's read() returns: handles, captured lengths, wire lengths and, optionally, timestamps (ns).
+SourceBurst = tuple[Any, ...]
 
 __all__ = [
     "Pipeline",
+    "PacketSource",
     "PcapSource",
     "UdpSource",
     "CountSink",
@@ -42,7 +54,7 @@ __all__ = [
 _BAD = F_MALFORMED | F_TRUNCATED
 
 
-def forward_mask(info: np.ndarray, drop_ports=()) -> np.ndarray:
+def forward_mask(info: np.ndarray, drop_ports: Collection[int] = ()) -> np.ndarray:
     """The forwarding rule: well-formed IP packets not to/from a dropped port."""
     keep = (info["l3"] != _parse.L3_OTHER) & ((info["flags"] & _BAD) == 0)
     if len(drop_ports):
@@ -55,22 +67,43 @@ def forward_mask(info: np.ndarray, drop_ports=()) -> np.ndarray:
 
 # ------------------------------------------------------------------ sources --
 
+class PacketSource(Protocol):
+    """What :meth:`Pipeline.run` reads from (:class:`PcapSource`, :class:`UdpSource`, or yours)."""
+
+    linktype: int
+
+    def read(self, n: int) -> Optional[SourceBurst]:
+        """Up to ``n`` packets as (handles, captured lengths, wire lengths[, timestamps ns]); None when done."""
+
+    def close(self) -> None:
+        """Release what the source holds."""
+
+
 class PcapSource:
     """Bursts from a pcap file (the file is replayed as fast as possible)."""
 
     live = False
+    reader: PcapReader
+    linktype: int
 
-    def __init__(self, path, pool, burst: int = 64):
+    def __init__(self, path: Source, pool: Pool, burst: int = 64) -> None:
         self.reader = PcapReader(path, pool, burst)
         self.linktype = self.reader.linktype
 
-    def read(self, n):
+    @property
+    def truncated(self) -> int:
+        """Packets longer than the pool's objects, cut to ``obj_size`` (their wire length is kept)."""
+        return self.reader.truncated
+
+    def read(self, n: int) -> Optional[SourceBurst]:
+        """Up to ``n`` packets, or None at the end of the file."""
         b = self.reader.read_burst(n)
         if b is None:
             return None
-        return b[0], b[1], b[3]
+        return b[0], b[1], b[3], b[2]  # handles, captured and wire lengths, timestamps (ns)
 
-    def close(self):
+    def close(self) -> None:
+        """Close the reader."""
         self.reader.close()
 
 
@@ -78,19 +111,23 @@ class UdpSource:
     """Bursts from a UDP socket until ``count`` packets, ``duration`` s or ``idle`` s of silence."""
 
     live = True
-    linktype = 101  # the datagram payloads are parsed as raw IP
+    linktype: int = 101  # the datagram payloads are parsed as raw IP
+    rx: BurstReceiver
+    count: Optional[int]
+    duration: Optional[float]
+    idle: Optional[float]
 
-    def __init__(self, sock, pool, burst: int = 64, *, count=None, duration=None, idle=1.0,
-                 linktype: int = 101):
+    def __init__(self, sock: socket.socket, pool: Pool, burst: int = 64, *, count: Optional[int] = None,
+                 duration: Optional[float] = None, idle: Optional[float] = 1.0, linktype: int = 101) -> None:
         self.rx = BurstReceiver(sock, pool, burst)
         self.count, self.duration, self.idle = count, duration, idle
         self.linktype = linktype
-        self._start = None
-        self._last = None
+        self._start = self._last = -1.0  # monotonic times, set by the first read
 
-    def read(self, n):
+    def read(self, n: int) -> Optional[SourceBurst]:
+        """Up to ``n`` datagrams (possibly none yet), or None when the source is done."""
         now = time.monotonic()
-        if self._start is None:
+        if self._start < 0:
             self._start = self._last = now
         if self.count is not None and self.rx.packets >= self.count:
             return None
@@ -103,51 +140,78 @@ class UdpSource:
         h, ln = self.rx.recv(n, timeout=0.02)
         if len(h):
             self._last = time.monotonic()
-        return h, ln, ln
+        return h, ln, ln, np.full(len(h), time.time_ns(), dtype=np.int64)
 
-    def close(self):
-        pass
+    def close(self) -> None:
+        """Nothing to release (the socket belongs to the caller)."""
 
 
 # -------------------------------------------------------------------- sinks --
 
 class CountSink:
-    """Counts what is forwarded (packets, bytes) and lets it go."""
+    """Counts what is forwarded (packets, bytes) and lets it go.
 
-    def __init__(self):
+    A sink is called as ``sink(pool, handles, lengths)``; one whose
+    ``wants_metadata`` is true is also given ``wire_lengths`` and
+    ``timestamps_ns`` (keyword arguments), one per handle.
+    """
+
+    wants_metadata = False
+    packets: int
+    bytes: int
+
+    def __init__(self) -> None:
         self.packets = 0
         self.bytes = 0
 
-    def __call__(self, pool, handles, lengths):
+    def __call__(self, pool: Pool, handles: U32, lengths: U32) -> None:
+        """Count one forwarded burst."""
         self.packets += len(handles)
         self.bytes += int(lengths.sum())
 
-    def close(self):
-        pass
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class PcapSink(CountSink):
-    def __init__(self, path, linktype=1):
-        super().__init__()
-        self.writer = PcapWriter(path, linktype=linktype)
+    """Writes forwarded packets to a pcap file with their timestamps and wire lengths.
 
-    def __call__(self, pool, handles, lengths):
-        self.writer.write_burst(pool, handles, lengths)
+    A packet that was cut to the pool's ``obj_size`` on the way in is
+    written as a cut record (captured length < original length), as
+    tcpdump's snaplen would.
+    """
+
+    wants_metadata = True
+    writer: PcapWriter
+
+    def __init__(self, path: Source, linktype: int = 1) -> None:
+        super().__init__()
+        self.writer = PcapWriter(path, linktype=linktype, nanosecond=True)
+
+    def __call__(self, pool: Pool, handles: U32, lengths: U32, wire_lengths: Optional[U32] = None,
+                 timestamps_ns: Optional[npt.NDArray[np.int64]] = None) -> None:
+        """Write one forwarded burst."""
+        self.writer.write_burst(pool, handles, lengths, timestamps_ns, wire_lengths)
         super().__call__(pool, handles, lengths)
 
-    def close(self):
+    def close(self) -> None:
+        """Close the pcap file."""
         self.writer.close()
 
 
 class UdpSink(CountSink):
     """Sends each forwarded packet as one UDP datagram (sendmmsg) to ``addr``."""
 
-    def __init__(self, sock, pool, addr, burst=64):
+    tx: BurstSender
+    addr: tuple[Any, ...]
+
+    def __init__(self, sock: socket.socket, pool: Pool, addr: tuple[Any, ...], burst: int = 64) -> None:
         super().__init__()
         self.tx = BurstSender(sock, pool, burst)
         self.addr = addr
 
-    def __call__(self, pool, handles, lengths):
+    def __call__(self, pool: Pool, handles: U32, lengths: U32) -> None:
+        """Send one forwarded burst."""
         self.tx.send(handles, lengths, addr=self.addr)
         super().__call__(pool, handles, lengths)
 
@@ -162,10 +226,11 @@ class _Stage:
         self.first = None
         self.last = None
 
-    def tick(self, n, nbytes):
+    def tick(self, n, nbytes, began=None):
+        """Count a batch that this stage started working on at ``began`` (perf_counter)."""
         now = time.perf_counter()
         if self.first is None:
-            self.first = now
+            self.first = now if began is None else began  # one batch still has a duration
         self.last = now
         self.packets += n
         self.bytes += nbytes
@@ -201,9 +266,16 @@ class Pipeline:
     burst, to provoke drops in tests.
     """
 
-    def __init__(self, pool, ring_factory, *, ring_size: int = 1024, burst: int = 64,
-                 drop_ports=(), slow_stage: float = 0.0, backpressure: bool = True,
-                 stage_burst: int = 2048):
+    pool: Pool
+    ring_factory: Callable[[int], Any]
+    drop_ports: tuple[int, ...]
+    cap_len: U32
+    wire_len: U32
+    timestamp: npt.NDArray[np.int64]
+
+    def __init__(self, pool: Pool, ring_factory: Callable[[int], Any], *, ring_size: int = 1024,
+                 burst: int = 64, drop_ports: Collection[int] = (), slow_stage: float = 0.0,
+                 backpressure: bool = True, stage_burst: int = 2048) -> None:
         self.pool = pool
         self.stage_burst = stage_burst
         self.ring_factory = ring_factory
@@ -214,8 +286,15 @@ class Pipeline:
         self.backpressure = backpressure
         self.cap_len = np.zeros(pool.capacity, dtype=np.uint32)
         self.wire_len = np.zeros(pool.capacity, dtype=np.uint32)
+        self.timestamp = np.zeros(pool.capacity, dtype=np.int64)
 
-    def run(self, source, sink=None, *, linktype=None) -> dict:
+    def run(self, source: PacketSource, sink: Optional[Callable[..., None]] = None, *,
+            linktype: Optional[int] = None) -> dict[str, Any]:
+        """Run the three stages until ``source`` is done; returns rates, totals and drop counters.
+
+        ``sink(pool, handles, lengths)`` is called for every forwarded burst
+        (default: a :class:`CountSink`); it must not keep the handles.
+        """
         pool = self.pool
         sink = CountSink() if sink is None else sink
         linktype = source.linktype if linktype is None else linktype
@@ -261,6 +340,7 @@ class Pipeline:
 
         def receive():
             while not stop.is_set():
+                began = time.perf_counter()
                 try:
                     b = source.read(burst)
                 except PoolEmptyError:
@@ -269,13 +349,14 @@ class Pipeline:
                     continue
                 if b is None:
                     return
-                h, ln, wire = b
+                h, ln, wire, *stamps = b  # a source may omit timestamps: then now
                 if not len(h):
                     continue
                 try:
                     self.cap_len[h] = ln
                     self.wire_len[h] = wire
-                    st_rx.tick(len(h), int(ln.sum()))
+                    self.timestamp[h] = stamps[0] if stamps else time.time_ns()
+                    st_rx.tick(len(h), int(ln.sum()), began)
                 except BaseException:
                     pool.put_bulk(h)
                     raise
@@ -298,6 +379,7 @@ class Pipeline:
                 work(h)  # owns h: hands every handle on or back, errors included
 
         def classify(h):
+            began = time.perf_counter()
             if self.slow_stage:
                 time.sleep(self.slow_stage)
             try:
@@ -309,7 +391,7 @@ class Pipeline:
             except BaseException:
                 pool.put_bulk(h)
                 raise
-            st_cls.tick(len(h), int(ln.sum()))
+            st_cls.tick(len(h), int(ln.sum()), began)
             counters["filtered"] += len(drop)
             try:
                 if len(drop):
@@ -319,10 +401,14 @@ class Pipeline:
                     push(tx_ring, fwd, "dropped_tx_ring")
 
         def forward(h):
+            began = time.perf_counter()
             ln = self.cap_len[h]
             try:
-                sink(pool, h, ln)
-                st_tx.tick(len(h), int(ln.sum()))
+                if getattr(sink, "wants_metadata", False):
+                    sink(pool, h, ln, wire_lengths=self.wire_len[h], timestamps_ns=self.timestamp[h])
+                else:
+                    sink(pool, h, ln)
+                st_tx.tick(len(h), int(ln.sum()), began)
             finally:
                 pool.put_bulk(h)
 
@@ -355,7 +441,9 @@ class Pipeline:
                         break
                     pool.put_bulk(left)
             source.close()
-            sink.close()
+            close_sink = getattr(sink, "close", None)  # a plain function is a sink too
+            if close_sink is not None:
+                close_sink()
         if errors:
             raise errors[0]
         return {

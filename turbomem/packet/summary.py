@@ -1,4 +1,4 @@
-"""Traffic summaries of pcap files (the engine of examples/pcap_stats.py).
+"""Traffic summaries of pcap and pcapng files (the engine of examples/pcap_stats.py).
 
 Memory stays bounded by the pool: packets are read in bursts into pool
 objects, parsed (vectorised), counted, and the objects go straight back.
@@ -9,11 +9,16 @@ distinct flows and sources, not packets.
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from turbomem.packet import parse as _parse
-from turbomem.packet.pcap import PcapReader
+from turbomem.packet.pcap import Source
+from turbomem.packet.pcapng import open_capture
+
+if TYPE_CHECKING:
+    from turbomem._core import Pool
 
 __all__ = ["summarize", "format_summary"]
 
@@ -28,33 +33,35 @@ def _addr_strings(info: np.ndarray) -> list[str]:
     return out
 
 
-def summarize(path, *, pool=None, burst: int = 256, obj_size: int = 2048, top: int = 10) -> dict:
-    """Count packets, bytes, protocols, distinct 5-tuple flows and top talkers."""
+def summarize(path: Source, *, pool: Optional[Pool] = None, burst: int = 256, obj_size: int = 2048,
+              top: int = 10) -> dict[str, Any]:
+    """Count packets, bytes, protocols, distinct 5-tuple flows and top talkers of a pcap or pcapng file."""
     import turbomem as tm
 
     own_pool = pool is None
-    if own_pool:
-        pool = tm.Pool(obj_size, 2 * burst)
-    counts = dict.fromkeys(("packets", "bytes", "captured_bytes", "ipv4", "ipv6", "tcp", "udp",
+    bufs = tm.Pool(obj_size, 2 * burst) if pool is None else pool
+    counts: dict[str, Any] = dict.fromkeys(("packets", "bytes", "captured_bytes", "ipv4", "ipv6", "tcp", "udp",
                             "icmp", "icmpv6", "other_l3", "other_l4", "vlan", "fragments",
                             "malformed", "truncated"), 0)
     flows: set[bytes] = set()
     talkers: dict[str, list[int]] = {}
     try:
-        with PcapReader(path, pool, burst) as reader:
-            linktype = reader.linktype
+        with open_capture(path, bufs, burst) as reader:
+            linktype = reader.linktype  # pcapng: per interface, and one per burst
             for handles, lengths, _ts, orig in reader:
+                linktype = reader.linktype
+                assert linktype is not None  # every burst has one (pcapng: its interface's)
                 try:
-                    info = _parse.parse(pool, handles, lengths, linktype=linktype,
+                    info = _parse.parse(bufs, handles, lengths, linktype=linktype,
                                         wire_lengths=orig)
                 finally:
-                    pool.put_bulk(handles)
+                    bufs.put_bulk(handles)
                 _count(info, counts, flows, talkers)
             counts["snap_truncated"] = reader.truncated
             counts["linktype"] = linktype
     finally:
         if own_pool:
-            pool.close()
+            bufs.close()
     counts["flows"] = len(flows)
     ranked = sorted(talkers.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:top]
     counts["top_talkers"] = [{"address": a, "packets": p, "bytes": b} for a, (p, b) in ranked]
@@ -100,7 +107,8 @@ def _count(info, counts, flows, talkers):
         slot[1] += int(b)
 
 
-def format_summary(s: dict) -> str:
+def format_summary(s: dict[str, Any]) -> str:
+    """The text report of :func:`summarize`'s result."""
     lines = [
         f"packets        {s['packets']}",
         f"bytes          {s['bytes']} (captured {s['captured_bytes']})",

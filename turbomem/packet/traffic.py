@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+from collections.abc import Iterable, Sequence
 
 from turbomem.packet.constants import (
     ARPHRD_LOOPBACK,
@@ -21,7 +22,7 @@ from turbomem.packet.constants import (
     LINKTYPE_ETHERNET,
     TPID_8021Q,
 )
-from turbomem.packet.pcap import PcapWriter
+from turbomem.packet.pcap import PcapWriter, Source
 
 __all__ = [
     "ether", "vlan", "ipv4", "ipv6", "tcp", "udp", "icmp", "icmpv6",
@@ -32,7 +33,7 @@ ZERO_MAC = bytes(6)
 
 
 def ether(payload: bytes, ethertype: int = ETHERTYPE_IPV4, *, src: bytes = ZERO_MAC,
-          dst: bytes = ZERO_MAC, tags=()) -> bytes:
+          dst: bytes = ZERO_MAC, tags: Sequence[tuple[int, int]] = ()) -> bytes:
     """Ethernet II frame; ``tags`` is a sequence of (tpid, vid) VLAN tags, outer first."""
     head = dst + src
     for tpid, vid in tags:
@@ -41,6 +42,7 @@ def ether(payload: bytes, ethertype: int = ETHERTYPE_IPV4, *, src: bytes = ZERO_
 
 
 def vlan(payload: bytes, vid: int, ethertype: int = ETHERTYPE_IPV4, tpid: int = TPID_8021Q) -> bytes:
+    """An 802.1Q (or ``tpid``) tag followed by ``ethertype`` and ``payload``."""
     return ether(payload, ethertype, tags=[(tpid, vid)])
 
 
@@ -53,6 +55,7 @@ def ipv4(payload: bytes, proto: int, src: str = "127.0.0.1", dst: str = "127.0.0
          ttl: int = 64, frag_offset: int = 0, more_fragments: bool = False,
          options: bytes = b"", total_length: int | None = None, ihl: int | None = None,
          version: int = 4) -> bytes:
+    """An IPv4 header (checksum 0; the keyword fields can make it malformed on purpose) before ``payload``."""
     if len(options) % 4:
         raise ValueError("IPv4 options must be a multiple of 4 bytes")
     hl = 20 + len(options)
@@ -66,6 +69,7 @@ def ipv4(payload: bytes, proto: int, src: str = "127.0.0.1", dst: str = "127.0.0
 
 def ipv6(payload: bytes, nh: int, src: str = "::1", dst: str = "::1", *,
          hop_limit: int = 64, hop_by_hop: bytes | None = None) -> bytes:
+    """An IPv6 header in front of ``payload``."""
     if hop_by_hop is not None:
         body = hop_by_hop + bytes(-(len(hop_by_hop) + 2) % 8)
         ext = struct.pack("!BB", nh, (len(body) + 2) // 8 - 1) + body
@@ -77,14 +81,17 @@ def ipv6(payload: bytes, nh: int, src: str = "::1", dst: str = "::1", *,
 
 
 def tcp(sport: int, dport: int, payload: bytes = b"", flags: int = 0x18) -> bytes:
+    """A TCP header (no options, checksum 0) in front of ``payload``."""
     return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0) + payload
 
 
 def udp(sport: int, dport: int, payload: bytes = b"") -> bytes:
+    """A UDP header (checksum 0) in front of ``payload``."""
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
 def icmp(type_: int = 8, code: int = 0, payload: bytes = b"") -> bytes:
+    """An ICMP header (checksum 0) in front of ``payload``."""
     return struct.pack("!BBHHH", type_, code, 0, 1, 1) + payload
 
 
@@ -92,7 +99,7 @@ icmpv6 = icmp
 
 
 def generate_packets(count: int, seed: int = 1, *, min_payload: int = 0,
-                     max_payload: int = 400):
+                     max_payload: int = 400) -> list[bytes]:
     """A reproducible mix: IPv4/IPv6 TCP and UDP, ICMP, VLAN-tagged and ARP frames.
 
     Returns a list of Ethernet frames (bytes).
@@ -127,7 +134,7 @@ def generate_packets(count: int, seed: int = 1, *, min_payload: int = 0,
     return out
 
 
-def write_pcap(path, packets, *, linktype: int = LINKTYPE_ETHERNET, start_ns: int = 1_700_000_000_000_000_000,
+def write_pcap(path: Source, packets: Iterable[bytes], *, linktype: int = LINKTYPE_ETHERNET, start_ns: int = 1_700_000_000_000_000_000,
                step_ns: int = 1000, nanosecond: bool = False, byteorder: str = "=") -> None:
     """Write bytes packets to a pcap file with evenly spaced timestamps."""
     with PcapWriter(path, linktype=linktype, nanosecond=nanosecond, byteorder=byteorder) as w:
