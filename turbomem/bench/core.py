@@ -360,7 +360,7 @@ def evaluate_goals(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> List[Dict
         g["measured"] = row[x + drv]
         g["met"] = g["measured"] >= target
         pr = row.get(x + drv + "_paired") or {}
-        det = "n_keep %d, %d thr; %s %.2f vs %.2f ns/obj" % (
+        det = "n_keep %s, %d thr; %s %.2f vs %.2f ns/obj" % (
             want_keep, threads, mode, row[pre + "_ns"], row[drv + "_ns"])
         if pr.get("n"):
             det += "; per-rep ratio %.2f-%.2f" % (pr["min"], pr["max"])

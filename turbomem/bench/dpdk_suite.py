@@ -325,9 +325,12 @@ def run_testpmd(setup: str, topology: str, driver: Path, warm: float, seconds: f
     reader.start()
     row: Dict[str, Any] = {"setup": setup, "topology": topology, "command": " ".join(cmd)}
 
+    stdin = p.stdin
+    assert stdin is not None  # stdin=PIPE
+
     def send(line: str) -> None:
-        p.stdin.write((line + "\n").encode())
-        p.stdin.flush()
+        stdin.write((line + "\n").encode())
+        stdin.flush()
 
     def wait_for(pattern: str, timeout: float) -> bool:
         end = time.time() + timeout

@@ -2,6 +2,7 @@
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 from turbomem._core import Pool
 
@@ -10,11 +11,12 @@ COMPLETION: int
 RX: int
 TX: int
 
+@disjoint_base
 class XskRings:
     bad_descriptors: int
     in_kernel: int
     tx_inflight: int
-    def __init__(self, pool: Pool, shift: int) -> None: ...
+    def __new__(cls, pool: Pool, shift: int) -> XskRings: ...
     def attach(self, which: int, map_addr: int, off_prod: int, off_cons: int, off_desc: int,
                off_flags: int, size: int) -> None: ...
     def detach_all(self) -> None: ...
@@ -32,9 +34,10 @@ class XskRings:
     def is_owned(self, h: int) -> bool: ...
     def take_all_owned(self) -> npt.NDArray[np.uint32]: ...
 
+@disjoint_base
 class TPacketV3Ring:
     bad_headers: int
-    def __init__(self, map_addr: int, block_size: int, block_nr: int) -> None: ...
+    def __new__(cls, map_addr: int, block_size: int, block_nr: int) -> TPacketV3Ring: ...
     def detach(self) -> None: ...
     def ready(self) -> bool: ...
     def rx(self, pool: Pool, handles: npt.NDArray[np.uint32], caplens: npt.NDArray[np.uint32],

@@ -271,7 +271,7 @@ class XdpSocket:
         self.ring_size, self.batch = ring_size, batch
         self.rx_offset = _sys.XDP_PACKET_HEADROOM
         self._shift = pool.stride.bit_length() - 1
-        self._maps = []
+        self._maps: list[tuple[int, int]] = []
         self._program = None
         self._fd = -1
         self._need_wakeup = need_wakeup
@@ -575,7 +575,7 @@ class XdpSocket:
             self._check_open()
             st = _sys.getsockopt_struct(self._fd, _sys.SOL_XDP, _sys.XDP_STATISTICS,
                                         _sys.XdpStatistics, "getsockopt(XDP_STATISTICS)")
-            out = {name: int(getattr(st, name)) for name, _ in _sys.XdpStatistics._fields_}
+            out = {f[0]: int(getattr(st, f[0])) for f in _sys.XdpStatistics._fields_}
             out.update(packets=self.packets, sent=self.sent, calls=self.calls,
                        bad_descriptors=int(self._rings.bad_descriptors),
                        in_kernel=int(self._rings.in_kernel), mode=self.mode, xdp_mode=self.xdp_mode)
