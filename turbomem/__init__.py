@@ -17,6 +17,7 @@ import os as _os
 from turbomem._core import MAX_CACHE_SIZE, MAX_CAPACITY, RING_MAX_CAPACITY, Pool, Ring, hit_path_is_fence_free
 from turbomem.errors import (
     DoubleFreeError,
+    HandleTypeError,
     HugePageError,
     InvalidHandleError,
     NumaError,
@@ -47,6 +48,7 @@ __all__ = [
     "PoolEmptyError",
     "InvalidHandleError",
     "DoubleFreeError",
+    "HandleTypeError",
     "PoolClosedError",
     "HugePageError",
     "OutOfMemoryError",

@@ -438,29 +438,31 @@ cdef class Pool:
     def put_bulk(self, handles):
         """Return many handles, all or nothing: every one is checked first.
 
-        Takes a 1-D numpy integer array or any sequence of ints.  A uint32
-        C-contiguous array is used in place, without a copy (the call then
-        keeps the GIL, so no Python thread can change it meanwhile; in debug
-        mode it is copied, because poisoning freed objects could overwrite
-        an array that lives in the pool).  Other integer dtypes are converted
-        after a range check; bools, floats and non-integer dtypes raise
-        InvalidHandleError (HandleTypeError, also a TypeError).
+        Takes a 1-D numpy integer array or any sequence of ints.  Other
+        integer dtypes are converted after a range check; bools, floats and
+        non-integer dtypes raise InvalidHandleError (HandleTypeError, also a
+        TypeError).
+
+        Copies: a uint32 C-contiguous array of fewer than 1024 handles is
+        used in place.  From 1024 handles on (the call then runs without the
+        GIL), and in debug mode, the handles are first copied to a private
+        array: the C core reads each handle twice (check, then return), and
+        another thread rewriting the caller's array in between, or debug
+        poison landing on an array that lives in the pool, would otherwise
+        return unchecked handles.  The copy costs 4 bytes per handle.
         """
         if self._closed:
             raise _closed_error(self)
         cdef cnp.ndarray arr = _handle_array(handles, self.capacity)
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
-        # The core reads the handles twice (check, then return): without the
-        # GIL another thread could rewrite the caller's array in between, so
-        # only a private array (a conversion, or the debug copy) goes nogil.
-        cdef bint private = arr is not handles
-        if self.debug and not private:
+        if (count >= NOGIL_BULK_MIN or self.debug) and arr is handles:
+            # See the docstring: only a private array is safe to read twice.
+            # (A conversion made by _handle_array is already private.)
             arr = cnp.PyArray_NewCopy(arr, cnp.NPY_CORDER)
-            private = True
         cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(arr)
         cdef uint32_t bad = 0
         cdef int rc
-        if count >= NOGIL_BULK_MIN and private:
+        if count >= NOGIL_BULK_MIN:
             self._enter_nogil()
             with nogil:
                 rc = tm_pool_put_bulk(self._c, data, count, &bad)

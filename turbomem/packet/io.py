@@ -400,15 +400,16 @@ class BurstSender:
                     self._msgs["namelen"][:k] = namelens[sent:sent + k]
                 with pool.hold():  # the kernel reads the objects without the GIL
                     self._iov["base"][:k] = base + hs[sent:sent + k].astype(np.uintp) * stride
-                    r = _sys.sendmmsg(self.sock.fileno(), self._msgs_ptr, k,
-                                      MSG_DONTWAIT if wait is not None else 0)
+                    # Never block in the kernel: a full socket buffer is
+                    # waited for in poll() slices (signals, close() seen).
+                    r = _sys.sendmmsg(self.sock.fileno(), self._msgs_ptr, k, MSG_DONTWAIT)
                 self.calls += 1
                 if r < 0:
                     err = -r
                     if err == _errno.EINTR:
                         continue
-                    if err in (_errno.EAGAIN, _errno.EWOULDBLOCK) and wait is not None:
-                        if wait > 0 and _wait(self.sock, select.POLLOUT, wait, pool):
+                    if err in (_errno.EAGAIN, _errno.EWOULDBLOCK):
+                        if wait != 0 and _wait(self.sock, select.POLLOUT, wait, pool):
                             continue
                         break
                     raise _oserror("sendmmsg", err, self.sock)
