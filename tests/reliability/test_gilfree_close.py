@@ -14,7 +14,6 @@ import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
-
 from support import repo_env
 
 
