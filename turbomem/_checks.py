@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def _length(obj) -> int | None:
 def int_array(values, lo: int, hi: int, what: str = "value", *, handles: bool = False) -> np.ndarray:
     """``values`` as a 1-D integer numpy array, every element an integer in [lo, hi).
 
-    Lists, tuples and other sized iterables are checked element by element
+    Lists, tuples, ranges and other sequences are checked element by element
     (a bool or float among ints is refused, never silently converted);
     arrays and buffers must have an integer dtype.  Errors: with ``handles``,
     InvalidHandleError (HandleTypeError for a wrong type); otherwise
@@ -83,7 +84,7 @@ def int_array(values, lo: int, hi: int, what: str = "value", *, handles: bool = 
     n = _length(values)
     if n is not None and n > MAX_BULK:
         raise range_err(f"{n} {what}s: one call takes at most {MAX_BULK}")
-    if not isinstance(values, np.ndarray) and n is not None and not _is_buffer(values):
+    if isinstance(values, Sequence) and not isinstance(values, (str, bytes, bytearray, memoryview)):
         seq = list(values)
         for i, x in enumerate(seq):
             if type(x) is not int:
@@ -111,14 +112,6 @@ def _bad(cls, message: str, index: int | None):
     err = cls(message if index is None else f"{message} (element {index})")
     err.index = index
     return err
-
-
-def _is_buffer(obj) -> bool:
-    try:
-        memoryview(obj).release()
-    except TypeError:
-        return False
-    return True
 
 
 def coerce_handles(handles, limit: int, *, unique: bool = False) -> np.ndarray:
