@@ -9,19 +9,20 @@ write into memory that is no longer the pool's shows up as a failing child.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
-from support import repo_env
+from support import REPO_ROOT, repo_env
 
 
-def run_children(code: str, children: int, timeout: float = 60) -> None:
+def run_children(code: str, children: int, timeout: float = 60, env: dict | None = None) -> None:
     """Run ``code`` in ``children`` processes (two at a time); each must print 'ok'."""
     def one(_):
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env=repo_env(), timeout=timeout)
+                              env=env or repo_env(), timeout=timeout)
 
     with ThreadPoolExecutor(2) as ex:
         results = list(ex.map(one, range(children)))
@@ -189,3 +190,39 @@ def test_ring_closed_during_every_wait_loses_nothing():
         print("ok")
         """)
     run_children(code, children=1)
+
+
+def test_cimport_users_hold_the_region_with_the_pxd_api():
+    # A Cython extension (tests/cy/tmstress.pyx) writes pool memory without
+    # the GIL between region_acquire and region_release while the pool is
+    # closed: the unmap waits for the release, and a closed pool is refused.
+    code = textwrap.dedent("""\
+        import threading, time
+        import turbomem as tm
+        from cy.tmstress_build import load_stress
+        stress = load_stress()
+        closed_while_held = 0
+        for it in range(20):
+            pool = tm.Pool(1 << 16, 8, hugepages="none")
+            h = pool.get()
+            done = []
+            t = threading.Thread(target=lambda: done.append(stress.held_scribble(pool, h, 100, 500)))
+            t.start()
+            while bytes(pool.view(h)[:1]) == b"\\0":  # until round 1: the hold is taken
+                time.sleep(0.0002)
+            pool.close()
+            closed_while_held += not pool.memory_released  # the writer still holds it
+            t.join()  # a premature unmap would have killed the process with SIGSEGV
+            assert done == [100] and pool.memory_released
+            try:
+                stress.held_scribble(pool, h, 1, 0)
+            except tm.PoolClosedError:
+                pass
+            else:
+                raise AssertionError("region_acquire accepted a closed pool")
+        assert closed_while_held > 0
+        print("ok")
+        """)
+    env = repo_env()
+    env["PYTHONPATH"] = str(REPO_ROOT / "tests") + os.pathsep + env["PYTHONPATH"]
+    run_children(code, children=1, timeout=120, env=env)
