@@ -233,3 +233,28 @@ def test_failed_init_can_be_retried():
     p.__init__(64, 4)
     assert p.available == 4
     p.close()
+
+
+@pytest.mark.parametrize("bad", [np.array(5), 5, 2.5, None])
+def test_one_shot_send_burst_with_release_returns_a_valid_scalar_handle(udp_pair, bad):
+    rx, tx = udp_pair
+    pool = tm.Pool(256, 8, cache_size=0)
+    held = pool.get_bulk(8)
+    pool.put_bulk(held[:5])  # 5, 6, 7 stay in use
+    with pytest.raises((ValueError, TypeError)):
+        net.send_burst(tx, pool, bad, [10], release=True)
+    expected = 8 - 3 + (1 if isinstance(bad, (int, np.ndarray)) else 0)
+    assert pool.available == expected
+    pool.close()
+
+
+def test_one_shot_recv_burst_refuses_bad_handles_without_consuming(udp_pair):
+    rx, tx = udp_pair
+    pool = tm.Pool(256, 8, cache_size=0)
+    h = pool.get_bulk(2)
+    for bad in ([h[0], h[0]], np.array(h[0]), [h[0], 7.0]):
+        with pytest.raises(tm.InvalidHandleError):
+            net.recv_burst(rx, pool, 4, handles=bad, timeout=0)
+        assert pool.in_use == 2
+    pool.put_bulk(h)
+    pool.close()

@@ -312,8 +312,11 @@ def recv_burst(sock, pool, max_packets: int, *, handles=None, timeout: float | N
 
     Builds its C structures on every call: keep a BurstReceiver for loops.
     """
-    size = max_packets if handles is None else max(len(handles), 1)
-    return BurstReceiver(sock, pool, max(int(size), 1)).recv(
+    if handles is None:
+        size = check_count(max_packets, "max_packets")
+    else:
+        size = len(owned_handles(pool, handles))  # refused here: nothing consumed
+    return BurstReceiver(sock, pool, max(size, 1)).recv(
         max_packets, handles=handles, timeout=timeout)
 
 
@@ -424,6 +427,9 @@ class BurstSender:
 def send_burst(sock, pool, handles, lengths, *, addr=None, release: bool = False,
                timeout: float | None = None) -> int:
     """One-shot sendmmsg of pool objects; see BurstSender.send."""
-    n = max(1, min(len(handles), 1024))
+    try:
+        n = max(1, min(len(handles), 1024))
+    except TypeError:  # not a sequence: send() reports it (and releases what is valid)
+        n = 1
     return BurstSender(sock, pool, n).send(handles, lengths, addr=addr, release=release,
                                            timeout=timeout)
