@@ -407,13 +407,11 @@ cdef class Pool:
         """n distinct handles as a numpy uint32 array, all or nothing."""
         if self._closed:
             raise _closed_error(self)
-        cdef Py_ssize_t want
-        if type(n) is int and n >= 0:
-            want = n
-        else:
-            want = _checks.check_count(n)
-        if want > self.capacity:
+        if type(n) is not int or n < 0:
+            n = _checks.check_count(n)
+        if n > self.capacity:  # before the C conversion: 2**70 is "too many", not OverflowError
             raise PoolEmptyError(f"{self!r}: {n} objects asked, capacity is {self.capacity}")
+        cdef Py_ssize_t want = n
         cdef cnp.npy_intp dim = want
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_UINT32, 0)
         cdef uint32_t *data = <uint32_t *>cnp.PyArray_DATA(out)

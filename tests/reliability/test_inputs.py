@@ -131,6 +131,15 @@ def test_counts_are_ints_not_bools(pool, n):
     assert pool.available == pool.capacity and len(ring) == 2
 
 
+@pytest.mark.parametrize("n", [2**63, 2**70, np.uint64(2**64 - 1)])
+def test_huge_counts_are_refused_cleanly(pool, n):
+    with pytest.raises(tm.PoolEmptyError):
+        pool.get_bulk(n)
+    with pytest.raises(ValueError):
+        tm.Ring(4).dequeue_burst(n)
+    assert pool.available == pool.capacity
+
+
 def test_numpy_int_counts_work(pool):
     pool.put_bulk(pool.get_bulk(np.int64(3)))
     ring = tm.Ring(8)
