@@ -29,6 +29,7 @@ except ModuleNotFoundError as _exc:  # pragma: no cover - depends on how the pac
     ) from None
 from turbomem.errors import (
     DoubleFreeError,
+    HandleTypeError,
     HugePageError,
     InvalidHandleError,
     NumaError,
@@ -60,6 +61,7 @@ __all__ = [
     "PoolEmptyError",
     "InvalidHandleError",
     "DoubleFreeError",
+    "HandleTypeError",
     "PoolClosedError",
     "HugePageError",
     "OutOfMemoryError",

@@ -20,6 +20,21 @@
 # A Pool(checked=False) follows DPDK's contract on these entry points: no
 # per-object state, no check that a handle was got or is returned once; the
 # caller promises both.  (Pool.put/put_bulk from Python still range-check.)
+#
+# Holding the pool across GIL-free work: anything that reads or writes pool
+# memory (or calls the pool) without the GIL brackets that work with
+#
+#     region_acquire(pool)       # with the GIL; raises PoolClosedError if closed
+#     try:
+#         with nogil:
+#             ...                # pool_object(pool, h), pool_get(p, &h), a syscall on pool memory
+#     finally:
+#         region_release(pool)   # with the GIL
+#
+# close() from another thread meanwhile marks the pool closed at once, but the
+# core is destroyed and the memory unmapped only when the last hold is
+# released, so neither a memcpy nor the kernel ever touches unmapped memory.
+# (Python code gets the same through ``with pool.hold():``.)
 
 from libc.stdint cimport uint32_t, uint64_t
 
@@ -105,6 +120,8 @@ cdef class _RegionBuffer:
 
 # nogil entry points (return 0 or a negative TM_E* code).
 cdef tm_pool_t *pool_ptr(Pool pool) except NULL
+cdef int region_acquire(Pool pool) except -1
+cdef void region_release(Pool pool) noexcept
 cdef int pool_get(tm_pool_t *p, uint32_t *handle) noexcept nogil
 cdef int pool_put(tm_pool_t *p, uint32_t handle) noexcept nogil
 cdef int pool_get_bulk(tm_pool_t *p, uint32_t *handles, uint32_t n) noexcept nogil
@@ -122,7 +139,7 @@ cdef class Ring:
 
     cdef int _check(self) except -1
     cdef void _leave_wait(self)
-    cdef uint32_t _wait_burst(self, uint32_t *data, uint32_t count, double deadline) except? 0
+    cdef uint32_t _wait_burst(self, uint32_t *data, uint32_t count, object timeout) except? 0
 
 
 # Ring entry points, callable without the GIL (1/0 or counts, as ring.h).

@@ -24,6 +24,12 @@ HUGEPAGE_POLICIES: tuple[HugePagePolicy, ...]
 # What the bulk calls accept as handles: a uint32 array (no copy), any integer array or sequence.
 _Handles = Union[npt.ArrayLike, Iterable[int]]
 
+class _RegionHold:
+    """``with pool.hold():`` keeps the pool's memory mapped until the block ends."""
+
+    def __enter__(self) -> Pool: ...
+    def __exit__(self, *exc: object) -> Literal[False]: ...
+
 @disjoint_base
 class Pool:
     """A fixed-size object pool over one huge-page-backed region."""
@@ -89,6 +95,8 @@ class Pool:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> Literal[False]: ...
+    def hold(self) -> _RegionHold:
+        """Keep the memory mapped for a block of work outside the GIL (``with pool.hold():``)."""
     @property
     def address(self) -> int:
         """Address of the region (for ctypes and C users)."""
@@ -120,7 +128,7 @@ class Ring:
     def single_consumer(self) -> bool: ...
     def __new__(cls, capacity: int, *, single_producer: bool = False, single_consumer: bool = False) -> Ring: ...
     def close(self) -> None:
-        """Free the ring; waiters wake up and raise PoolClosedError."""
+        """Stop producers (they raise PoolClosedError); the contents stay dequeuable."""
     @property
     def closed(self) -> bool:
         """Whether close() was called."""

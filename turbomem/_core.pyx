@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from turbomem import _checks
 from turbomem import memory as _memory
 from turbomem import smaps as _smaps
 from turbomem.constants import HUGEPAGE_POLICIES
@@ -97,14 +98,14 @@ cdef inline object _closed_error(object what):
 cdef inline long long _to_handle(object h) except -2:
     """A Python handle as a C integer, or InvalidHandleError.
 
-    Accepts int and integer-like objects with __index__ (numpy integers);
-    refuses bool, float, str, None.  Out-of-range values are returned as -1
-    (the caller reports them with the pool's capacity).
+    Accepts int and numpy integer scalars; refuses bool, numpy bool, float,
+    str, None and arrays (even 0-d or one-element ones).  Out-of-range values
+    are returned as -1 (the caller reports them with the pool's capacity).
     """
     cdef long long v
     cdef int overflow = 0
     if type(h) is not int:
-        if isinstance(h, bool) or not hasattr(type(h), "__index__"):
+        if not _checks.is_integer_scalar(h):
             raise InvalidHandleError(f"a handle is an int, not {type(h).__name__}: {h!r}")
         h = operator.index(h)
     v = PyLong_AsLongLongAndOverflow(h, &overflow)  # no exception machinery
@@ -168,6 +169,37 @@ cdef class _RegionBuffer:
         buf.internal = NULL
 
 
+# ------------------------------------------------------------ region hold --
+
+cdef class _RegionHold:
+    """``with pool.hold():`` -- the pool's memory and core stay alive inside.
+
+    For code that hands pool memory to something that works without the GIL
+    (a ctypes recvmmsg, a compiled copy): close() from another thread defers
+    the unmap until the block ends.  Entering raises PoolClosedError on a
+    closed pool.  Not reentrant: one ``with`` per object."""
+
+    cdef Pool pool
+    cdef bint held
+
+    def __cinit__(self, Pool pool):
+        self.pool = pool
+        self.held = False
+
+    def __enter__(self):
+        if self.held:
+            raise RuntimeError("this hold is already entered")
+        region_acquire(self.pool)
+        self.held = True
+        return self.pool
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.held = False
+            region_release(self.pool)
+        return False
+
+
 # ------------------------------------------------------------------ Pool ----
 
 cdef class Pool:
@@ -197,7 +229,9 @@ cdef class Pool:
     def __init__(self, obj_size, capacity, *, cache_size=None, align=64,
                  hugepages="auto", numa_node=None, populate=True, debug=None,
                  checked=True, stats=False):
-        if self._c != NULL:
+        if self._memory is not None:
+            # Even after close(): a second incarnation at another address
+            # would strand every object (receivers, readers) built on the first.
             raise TurbomemError("Pool.__init__ called twice")
         obj_size = _positive_int("obj_size", obj_size)
         capacity = _positive_int("capacity", capacity)
@@ -336,6 +370,15 @@ cdef class Pool:
         self.close()
         return False
 
+    def hold(self):
+        """A context manager that keeps the memory mapped (and the pool's core
+        alive) until it exits, even if another thread calls close() meanwhile.
+
+        Use it around anything that reads or writes pool memory without the
+        GIL (a system call given pool addresses, a compiled loop).  Entering
+        raises PoolClosedError if the pool is closed."""
+        return _RegionHold(self)
+
     # ----------------------------------------------------------- get/put --
 
     def get(self):
@@ -344,6 +387,8 @@ cdef class Pool:
         if self._closed:
             raise _closed_error(self)
         cdef int rc = tm_pool_get(self._c, &h)
+        if rc == TM_EPOISON:
+            _raise_handed_out(self, h, np.array([h], dtype=np.uint32))
         if rc != TM_OK:
             _raise_for(rc, self, h)
         if self._ints is not None:
@@ -362,6 +407,8 @@ cdef class Pool:
             return self._first_int(h)
         if rc == TM_EEMPTY:
             return -1
+        if rc == TM_EPOISON:
+            _raise_handed_out(self, h, np.array([h], dtype=np.uint32))
         _raise_for(rc, self, h)
 
     cdef object _first_int(self, uint32_t h):
@@ -393,15 +440,11 @@ cdef class Pool:
         """n distinct handles as a numpy uint32 array, all or nothing."""
         if self._closed:
             raise _closed_error(self)
-        cdef Py_ssize_t want
-        if type(n) is int:
-            want = n
-        else:
-            want = operator.index(n)
-        if want < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        if want > self.capacity:
+        if type(n) is not int or n < 0:
+            n = _checks.check_count(n)
+        if n > self.capacity:  # before the C conversion: 2**70 is "too many", not OverflowError
             raise PoolEmptyError(f"{self!r}: {n} objects asked, capacity is {self.capacity}")
+        cdef Py_ssize_t want = n
         cdef cnp.npy_intp dim = want
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_UINT32, 0)
         cdef uint32_t *data = <uint32_t *>cnp.PyArray_DATA(out)
@@ -416,7 +459,9 @@ cdef class Pool:
         else:
             rc = tm_pool_get_bulk_ex(self._c, data, count, &bad)
         if rc == TM_EPOISON:
-            _raise_for(rc, self, int(data[bad]))
+            # Every one of the n objects was handed out: the exception
+            # carries them all, so none is left in use without a holder.
+            _raise_handed_out(self, int(data[bad]), out)
         elif rc != TM_OK:
             _raise_for(rc, self)
         return out
@@ -424,22 +469,26 @@ cdef class Pool:
     def put_bulk(self, handles):
         """Return many handles, all or nothing: every one is checked first.
 
-        Takes a 1-D numpy integer array (uint32 C-contiguous is zero-copy) or
-        any sequence of ints.  Non-integer dtypes raise TypeError; other
-        integer dtypes are converted after a range check.
+        Takes a 1-D numpy integer array or any sequence of ints.  Other
+        integer dtypes are converted after a range check; bools, floats and
+        non-integer dtypes raise InvalidHandleError (HandleTypeError, also a
+        TypeError).
+
+        Copies: a uint32 C-contiguous array of fewer than 1024 handles is
+        used in place.  From 1024 handles on (the call then runs without the
+        GIL), and in debug mode, the handles are first copied to a private
+        array: the C core reads each handle twice (check, then return), and
+        another thread rewriting the caller's array in between, or debug
+        poison landing on an array that lives in the pool, would otherwise
+        return unchecked handles.  The copy costs 4 bytes per handle.
         """
         if self._closed:
             raise _closed_error(self)
         cdef cnp.ndarray arr = _handle_array(handles, self.capacity)
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
-        if <Py_ssize_t>cnp.PyArray_DIM(arr, 0) > 0xFFFFFFFF:
-            raise InvalidHandleError("more handles than a pool can hold")
-        if count >= NOGIL_BULK_MIN or self.debug:
-            # The core reads the handles more than once (check, then return).
-            # Without the GIL another thread could rewrite the caller's array
-            # in between, and in debug mode the poison written into freed
-            # objects could overwrite a handle array that lives in the pool:
-            # either would return unchecked handles.  Work on a private copy.
+        if (count >= NOGIL_BULK_MIN or self.debug) and arr is handles:
+            # See the docstring: only a private array is safe to read twice.
+            # (A conversion made by _handle_array is already private.)
             arr = cnp.PyArray_NewCopy(arr, cnp.NPY_CORDER)
         cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(arr)
         cdef uint32_t bad = 0
@@ -574,14 +623,32 @@ cdef tm_pool_stats_t _read_stats(Pool pool) except *:
 
 cdef cnp.ndarray _handle_array(object handles, uint64_t limit):
     """handles as a C-contiguous 1-D uint32 array: zero copy when it already
-    is one (values are then checked by the C core), else converted with every
-    value checked against [0, limit)."""
+    is one (values are then checked by the C core), else converted by the
+    package's one handle coercion (turbomem._checks.coerce_handles)."""
     if (cnp.PyArray_CheckExact(handles)
             and cnp.PyArray_TYPE(<cnp.ndarray>handles) == cnp.NPY_UINT32
             and cnp.PyArray_NDIM(<cnp.ndarray>handles) == 1
             and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>handles)):
+        if cnp.PyArray_DIM(<cnp.ndarray>handles, 0) > 0xFFFFFFFF:
+            # a uint32 count: never let the length wrap
+            raise InvalidHandleError(f"{cnp.PyArray_DIM(<cnp.ndarray>handles, 0)} handles: "
+                                     f"one call takes at most {0xFFFFFFFF}")
         return <cnp.ndarray>handles
-    return _coerce_handles(handles, limit)
+    return _checks.coerce_handles(handles, limit)
+
+
+cdef int _raise_handed_out(Pool pool, object damaged, object handed_out) except -1:
+    """Debug mode found a damaged object among those just handed out: raise
+    with ``.handle`` (the damaged one) and ``.handles`` (all handed out, now
+    the caller's to put back)."""
+    try:
+        _raise_for(TM_EPOISON, pool, damaged)
+    except UseAfterFreeError as err:
+        err.handles = handed_out
+        if len(handed_out) > 1:
+            err.args = (f"{err.args[0]}; all {len(handed_out)} objects of this call were handed "
+                        f"out and are in .handles",)
+        raise
 
 
 cdef Py_ssize_t _first_out_of_range(const uint32_t *data, uint32_t n, uint32_t limit) noexcept:
@@ -604,7 +671,7 @@ def _flag(name, value):
 
 
 def _positive_int(name, value):
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+    if not _checks.is_integer_scalar(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     value = operator.index(value)
     if value <= 0:
@@ -612,34 +679,21 @@ def _positive_int(name, value):
     return value
 
 
-def _coerce_handles(handles, capacity):
-    """Any handle collection as a C-contiguous 1-D uint32 array, range-checked."""
-    arr = np.asarray(handles)
-    if arr.dtype.kind == "O" and arr.ndim == 1:
-        # Python ints beyond int64/uint64 (2**64, -2**63-1) make an object
-        # array: name the out-of-range handle, not the dtype.
-        for i, h in enumerate(arr.tolist()):
-            if type(h) is int and not 0 <= h < capacity:
-                err = InvalidHandleError(f"handle {h} is outside [0, {capacity}) "
-                                         f"(element {i}; nothing was returned)")
-                err.index = i
-                raise err
-    if arr.dtype.kind not in "iu":
-        if arr.size == 0 and arr.dtype.kind == "f" and not isinstance(handles, np.ndarray):
-            arr = arr.astype(np.uint32)  # [] arrives as float64
-        else:
-            raise TypeError(f"handles must be an integer array, got dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"handles must be a 1-D array, got {arr.ndim} dimensions")
-    if arr.size:
-        out_of_range = (arr < 0) | (arr >= capacity)
-        if out_of_range.any():
-            i = int(np.argmax(out_of_range))
-            err = InvalidHandleError(f"handle {arr[i]} is outside [0, {capacity}) "
-                                     f"(element {i}; nothing was returned)")
-            err.index = i
-            raise err
-    return np.ascontiguousarray(arr, dtype=np.uint32)
+def _first_not_in_use(Pool pool not None, const uint32_t[::1] handles):
+    """Index of the first handle that is outside the pool or not handed out, or -1.
+
+    For layers that read or write the objects of handles they are given
+    (receive into, parse): a free handle there would touch an object that
+    belongs to nobody, or soon to someone else."""
+    if pool._closed:
+        raise _closed_error(pool)
+    cdef Py_ssize_t i
+    cdef uint32_t h
+    for i in range(handles.shape[0]):
+        h = handles[i]
+        if h >= pool.capacity or not tm_pool_is_in_use(pool._c, h):
+            return i
+    return -1
 
 
 def hit_path_is_fence_free():
@@ -653,6 +707,15 @@ cdef tm_pool_t *pool_ptr(Pool pool) except NULL:
     if pool._closed:
         raise _closed_error(pool)
     return pool._c
+
+cdef int region_acquire(Pool pool) except -1:
+    """Hold the pool's memory and core (with the GIL): PoolClosedError if closed."""
+    return pool._enter_nogil()
+
+cdef void region_release(Pool pool) noexcept:
+    """Drop a hold taken by region_acquire (with the GIL); the last one after
+    close() destroys the core and unmaps the region."""
+    pool._leave_nogil()
 
 cdef int pool_get(tm_pool_t *p, uint32_t *handle) noexcept nogil:
     return tm_pool_get(p, handle)

@@ -1,6 +1,6 @@
 # Ring over include/turbomem/ring.h; included into _core.pyx (one compiled core).
 
-from libc.errno cimport EINTR
+from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
 
 cdef extern from *:
@@ -28,10 +28,18 @@ RING_MAX_CAPACITY = TM_RING_MAX_CAPACITY
 
 # Waiting: spin briefly (a handoff between running stages lands within a few
 # microseconds), then sleep with exponential backoff capped at WAIT_MAX_NS, so
-# a stage idling on an empty ring costs well under 1% of a core.
+# a stage idling on an empty ring costs well under 1% of a core.  Every
+# SIGNAL_CHECK_S the waiter takes the GIL back and runs PyErr_CheckSignals, so
+# Ctrl-C (or any handler that raises) ends a wait within tens of milliseconds.
 DEF WAIT_SPINS = 200
 DEF WAIT_MIN_NS = 1000
 DEF WAIT_MAX_NS = 200000
+DEF SIGNAL_CHECK_S = 0.02
+
+# _waiter_wait results
+DEF WAIT_AGAIN = 0
+DEF WAIT_TIMEOUT = 1
+DEF WAIT_SIGNALS = 2
 
 
 cdef inline double _now() noexcept nogil:
@@ -42,12 +50,16 @@ cdef inline double _now() noexcept nogil:
 
 cdef struct _Waiter:
     double deadline  # CLOCK_MONOTONIC seconds, or < 0 for no timeout
+    double check_at  # when to look for pending signals next
     int spins
     long sleep_ns
 
 
-cdef inline void _waiter_init(_Waiter *w, double deadline) noexcept nogil:
-    w.deadline = deadline
+cdef inline void _waiter_init(_Waiter *w, double timeout) noexcept nogil:
+    """timeout: seconds (checked by _checks.check_timeout), or < 0 for none."""
+    cdef double now = _now()
+    w.deadline = -1 if timeout < 0 else now + timeout
+    w.check_at = now + SIGNAL_CHECK_S
     w.spins = 0
     w.sleep_ns = WAIT_MIN_NS
 
@@ -58,12 +70,15 @@ cdef inline void _waiter_progress(_Waiter *w) noexcept nogil:
     w.sleep_ns = WAIT_MIN_NS
 
 
-cdef inline bint _waiter_wait(_Waiter *w) noexcept nogil:
-    """One step of waiting (spin, then sleep with doubling backoff).
-    False once the deadline has passed."""
+cdef inline int _waiter_wait(_Waiter *w) noexcept nogil:
+    """One step of waiting (spin, then sleep with doubling backoff)."""
     cdef timespec ts
-    if w.deadline >= 0 and _now() >= w.deadline:
-        return False
+    cdef double now = _now()
+    if w.deadline >= 0 and now >= w.deadline:
+        return WAIT_TIMEOUT
+    if now >= w.check_at:
+        w.check_at = now + SIGNAL_CHECK_S
+        return WAIT_SIGNALS
     w.spins += 1
     if w.spins > WAIT_SPINS:
         ts.tv_sec = 0
@@ -71,7 +86,7 @@ cdef inline bint _waiter_wait(_Waiter *w) noexcept nogil:
         nanosleep(&ts, NULL)
         if w.sleep_ns < WAIT_MAX_NS:
             w.sleep_ns *= 2
-    return True
+    return WAIT_AGAIN
 
 
 cdef class Ring:
@@ -82,7 +97,15 @@ cdef class Ring:
     Any number of threads may enqueue and dequeue at once, unless
     single_producer / single_consumer promise that only one thread at a time
     does that side (then the head moves without a CAS).  The *_wait variants
-    release the GIL while they wait.
+    release the GIL while they wait, see pending signals (Ctrl-C) within tens
+    of milliseconds, and take ``timeout``: None (wait forever) or a finite
+    number of seconds >= 0, checked before anything else happens.
+
+    ``close()`` stops producers, never strands handles: every enqueue raises
+    PoolClosedError afterwards, but what is queued stays in the ring and can
+    still be dequeued (the non-waiting calls, ``len()``, and the *_wait
+    calls, which return what is there and raise PoolClosedError only when
+    the closed ring is empty).  The memory is freed when the Ring object is.
     """
 
     def __cinit__(self, capacity, *, single_producer=False, single_consumer=False):
@@ -101,44 +124,43 @@ cdef class Ring:
         self.single_consumer = bool(single_consumer)
 
     def __dealloc__(self):
+        # Waiters hold a reference to self, so none is inside a call here.
         if self._r != NULL:
             tm_ring_free(self._r)
             self._r = NULL
 
     def __repr__(self):
         if self._closed:
-            return f"<turbomem.Ring capacity {self.capacity}, closed>"
+            return f"<turbomem.Ring {len(self)}/{self.capacity}, closed>"
         return f"<turbomem.Ring {len(self)}/{self.capacity}>"
 
     def __reduce__(self):
         raise TypeError("a Ring cannot be pickled")
 
     cdef int _check(self) except -1:
+        """For the producer side (and __enter__): refused once closed."""
         if self._closed:
             raise _closed_error(self)
         return 0
 
     def close(self):
-        """Free the ring.  Idempotent; waiters wake up and raise PoolClosedError."""
-        if self._closed:
-            return
+        """Stop producers.  Idempotent.
+
+        Enqueues raise PoolClosedError from now on (a producer waiting in
+        enqueue_burst_wait raises it with ``.enqueued``, the number of its
+        handles that went in).  Handles already queued stay dequeuable, so
+        nothing is lost; waiting consumers return them, and raise
+        PoolClosedError once the ring is empty."""
         self._closed = True
-        if self._busy == 0 and self._r != NULL:
-            tm_ring_free(self._r)
-            self._r = NULL
 
     cdef void _leave_wait(self):
         self._busy -= 1
-        if self._closed and self._busy == 0 and self._r != NULL:
-            tm_ring_free(self._r)
-            self._r = NULL
 
     @property
     def closed(self):
         return self._closed
 
     def __len__(self):
-        self._check()
         return tm_ring_count(self._r)
 
     def __enter__(self):
@@ -160,8 +182,7 @@ cdef class Ring:
         return tm_ring_enqueue(self._r, <uint32_t>v) == 1
 
     def dequeue(self):
-        """Take one handle; -1 when the ring is empty."""
-        self._check()
+        """Take one handle; -1 when the ring is empty (also after close())."""
         cdef uint32_t h
         if tm_ring_dequeue(self._r, &h):
             return h
@@ -171,7 +192,7 @@ cdef class Ring:
         """Add all of handles or none; returns whether they went in."""
         self._check()
         cdef cnp.ndarray arr = _handle_array(handles, 1 << 32)
-        cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
+        cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)  # <= 2**32-1: checked
         if count == 0:
             return True
         return tm_ring_enqueue_bulk(self._r, <const uint32_t *>cnp.PyArray_DATA(arr), count) != 0
@@ -185,7 +206,6 @@ cdef class Ring:
 
     def dequeue_bulk(self, n):
         """Exactly n handles as a uint32 array, or None when fewer are queued."""
-        self._check()
         cdef cnp.ndarray out = _new_handles(n)
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(out, 0)
         if count == 0:
@@ -196,7 +216,6 @@ cdef class Ring:
 
     def dequeue_burst(self, n):
         """Up to n handles as a uint32 array (empty when the ring is)."""
-        self._check()
         cdef cnp.ndarray out = _new_handles(n)
         cdef uint32_t got = tm_ring_dequeue_burst(self._r, <uint32_t *>cnp.PyArray_DATA(out),
                                                   <uint32_t>cnp.PyArray_DIM(out, 0))
@@ -207,7 +226,9 @@ cdef class Ring:
     def enqueue_wait(self, h, timeout=None):
         """Add one handle, waiting (without the GIL) while the ring is full.
 
-        Returns False if timeout seconds passed first; None waits forever."""
+        Returns False if timeout seconds passed first; None waits forever.
+        PoolClosedError if the ring is (or gets) closed before it went in."""
+        timeout = _checks.check_timeout(timeout)
         self._check()
         cdef long long v = _to_handle(h)
         if v < 0:
@@ -216,60 +237,91 @@ cdef class Ring:
         if tm_ring_enqueue(self._r, obj):
             return True
         cdef _Waiter w
-        _waiter_init(&w, _deadline(timeout))
-        cdef int ok = 0
+        _waiter_init(&w, -1.0 if timeout is None else timeout)
+        cdef int ok = 0, why = WAIT_AGAIN
         self._busy += 1
-        with nogil:
-            while not self._closed:
-                if tm_ring_enqueue(self._r, obj):
-                    ok = 1
+        try:
+            while True:
+                with nogil:
+                    while not self._closed:
+                        if tm_ring_enqueue(self._r, obj):
+                            ok = 1
+                            break
+                        why = _waiter_wait(&w)
+                        if why != WAIT_AGAIN:
+                            break
+                if ok or why == WAIT_TIMEOUT or self._closed:
                     break
-                if not _waiter_wait(&w):
-                    break
-        self._leave_wait()
+                PyErr_CheckSignals()
+                why = WAIT_AGAIN
+        finally:
+            self._leave_wait()
         if not ok and self._closed:
-            raise _closed_error(self)
+            err = _closed_error(self)
+            err.enqueued = 0
+            raise err
         return bool(ok)
 
     def dequeue_wait(self, timeout=None):
         """Take one handle, waiting (without the GIL) while the ring is empty.
 
-        Returns -1 if timeout seconds passed first; None waits forever."""
-        self._check()
+        Returns -1 if timeout seconds passed first; None waits forever.
+        PoolClosedError when the ring is closed and empty."""
+        timeout = _checks.check_timeout(timeout)
         cdef uint32_t h = 0
         if tm_ring_dequeue(self._r, &h):
             return h
-        cdef _Waiter w
-        _waiter_init(&w, _deadline(timeout))
-        cdef int ok = 0
-        self._busy += 1
-        with nogil:
-            while not self._closed:
-                if tm_ring_dequeue(self._r, &h):
-                    ok = 1
-                    break
-                if not _waiter_wait(&w):
-                    break
-        self._leave_wait()
-        if not ok and self._closed:
+        if self._closed:
             raise _closed_error(self)
-        return h if ok else -1
+        cdef _Waiter w
+        _waiter_init(&w, -1.0 if timeout is None else timeout)
+        cdef int ok = 0, why = WAIT_AGAIN
+        self._busy += 1
+        try:
+            while True:
+                with nogil:
+                    while True:
+                        if tm_ring_dequeue(self._r, &h):
+                            ok = 1
+                            break
+                        if self._closed:  # after one last look: nothing is left behind
+                            break
+                        why = _waiter_wait(&w)
+                        if why != WAIT_AGAIN:
+                            break
+                if ok or why == WAIT_TIMEOUT or self._closed:
+                    break
+                PyErr_CheckSignals()
+                why = WAIT_AGAIN
+        finally:
+            self._leave_wait()
+        if ok:
+            return h
+        if self._closed:
+            raise _closed_error(self)
+        return -1
 
     def dequeue_burst_wait(self, n, timeout=None):
         """Up to n handles, waiting (without the GIL) until at least one is
-        queued; an empty array if timeout seconds passed first."""
-        self._check()
+        queued; an empty array if timeout seconds passed first.
+        PoolClosedError when the ring is closed and empty."""
+        timeout = _checks.check_timeout(timeout)
         cdef cnp.ndarray out = _new_handles(n)
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(out, 0)
         cdef uint32_t *data = <uint32_t *>cnp.PyArray_DATA(out)
         cdef uint32_t got = tm_ring_dequeue_burst(self._r, data, count)
         if got == 0 and count > 0:
-            got = self._wait_burst(data, count, _deadline(timeout))
+            got = self._wait_burst(data, count, timeout)
         return out[:got] if got < count else out
 
     def enqueue_burst_wait(self, handles, timeout=None):
         """Add all handles, waiting (without the GIL) for room as needed;
-        returns how many went in before the timeout (all of them without one)."""
+        returns how many went in before the timeout (all of them without one).
+
+        If close() or a signal (Ctrl-C) ends the wait, the exception carries
+        ``.enqueued``: the handles ``handles[:enqueued]`` are in the ring,
+        the rest are still the caller's."""
+        timeout = _checks.check_timeout(timeout)
         self._check()
         cdef cnp.ndarray arr = _handle_array(handles, 1 << 32)
         cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(arr)
@@ -278,50 +330,70 @@ cdef class Ring:
         if done == count:
             return done
         cdef _Waiter w
-        _waiter_init(&w, _deadline(timeout))
+        _waiter_init(&w, -1.0 if timeout is None else timeout)
         cdef uint32_t put
+        cdef int why = WAIT_AGAIN
         self._busy += 1
-        with nogil:
-            while not self._closed and done < count:
-                put = tm_ring_enqueue_burst(self._r, data + done, count - done)
-                done += put
-                if put:
-                    _waiter_progress(&w)
-                elif not _waiter_wait(&w):
+        try:
+            while True:
+                with nogil:
+                    while not self._closed and done < count:
+                        put = tm_ring_enqueue_burst(self._r, data + done, count - done)
+                        done += put
+                        if put:
+                            _waiter_progress(&w)
+                        else:
+                            why = _waiter_wait(&w)
+                            if why != WAIT_AGAIN:
+                                break
+                if done == count or why == WAIT_TIMEOUT or self._closed:
                     break
-        self._leave_wait()
-        if done < count and self._closed:
-            raise _closed_error(self)
+                PyErr_CheckSignals()
+                why = WAIT_AGAIN
+            if done < count and self._closed:
+                raise _closed_error(self)
+        except BaseException as err:
+            try:
+                err.enqueued = done
+            except AttributeError:
+                pass
+            raise
+        finally:
+            self._leave_wait()
         return done
 
-    cdef uint32_t _wait_burst(self, uint32_t *data, uint32_t count, double deadline) except? 0:
+    cdef uint32_t _wait_burst(self, uint32_t *data, uint32_t count, object timeout) except? 0:
         cdef uint32_t got = 0
+        if self._closed:
+            raise _closed_error(self)
         cdef _Waiter w
-        _waiter_init(&w, deadline)
+        _waiter_init(&w, -1.0 if timeout is None else timeout)
+        cdef int why = WAIT_AGAIN
         self._busy += 1
-        with nogil:
-            while not self._closed:
-                got = tm_ring_dequeue_burst(self._r, data, count)
-                if got or not _waiter_wait(&w):
+        try:
+            while True:
+                with nogil:
+                    while True:
+                        got = tm_ring_dequeue_burst(self._r, data, count)
+                        if got or self._closed:
+                            break
+                        why = _waiter_wait(&w)
+                        if why != WAIT_AGAIN:
+                            break
+                if got or why == WAIT_TIMEOUT or self._closed:
                     break
-        self._leave_wait()
+                PyErr_CheckSignals()
+                why = WAIT_AGAIN
+        finally:
+            self._leave_wait()
         if got == 0 and self._closed:
             raise _closed_error(self)
         return got
 
 
-cdef double _deadline(object timeout) except? -2:
-    if timeout is None:
-        return -1
-    timeout = float(timeout)
-    if timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
-    return _now() + timeout
-
-
 cdef cnp.ndarray _new_handles(object n):
-    n = operator.index(n)
-    if n < 0 or n > 0xFFFFFFFF:
+    n = _checks.check_count(n)
+    if n > 0xFFFFFFFF:
         raise ValueError(f"n must be in [0, 2**32), got {n}")
     cdef cnp.npy_intp dim = n
     return cnp.PyArray_EMPTY(1, &dim, cnp.NPY_UINT32, 0)

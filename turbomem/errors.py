@@ -18,6 +18,7 @@ __all__ = [
     "NumaError",
     "SmapsParseError",
     "UseAfterFreeError",
+    "HandleTypeError",
 ]
 
 
@@ -31,6 +32,12 @@ class PoolEmptyError(TurbomemError, MemoryError):
 
 class InvalidHandleError(TurbomemError, ValueError):
     """A handle that is not an integer in ``[0, capacity)`` of this pool."""
+
+
+class HandleTypeError(InvalidHandleError, TypeError):
+    """Handles of a type that is not an integer (a float, bool, str or object array).
+
+    Both an InvalidHandleError and a TypeError, so either ``except`` catches it."""
 
 
 class DoubleFreeError(InvalidHandleError):

@@ -11,9 +11,11 @@ unmaps whatever it mapped.
 from __future__ import annotations
 
 import errno
+import operator
 import weakref
 
 from . import _sys, numa, procfs
+from ._checks import is_integer_scalar
 from .constants import HUGEPAGE_POLICIES
 from .errors import HugePageError, NumaError, OutOfMemoryError
 from .results import HugetlbPages
@@ -143,8 +145,9 @@ def _validate(nbytes: int, hugepages: str, numa_node: int | None) -> int | None:
         )
     if numa_node is None:
         return None
-    if isinstance(numa_node, bool) or not isinstance(numa_node, int):
+    if not is_integer_scalar(numa_node):
         raise TypeError(f"numa_node must be an int or None, got {type(numa_node).__name__}")
+    numa_node = operator.index(numa_node)  # numpy ints work like ints
     nodes = numa.node_ids()
     if numa_node not in nodes:
         raise NumaError(f"NUMA node {numa_node} does not exist; nodes on this machine: {nodes}")

@@ -7,10 +7,14 @@ every online CPU and says so in the ``"source"`` key.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from . import _sys, procfs
+from ._checks import is_integer_scalar
 from .procfs import parse_cpulist
 from .results import NodeTopology, Topology
 
@@ -68,13 +72,14 @@ def pin_thread(cpus: int | Iterable[int]) -> None:
     errors from the kernel (e.g. EINVAL outside the cpuset) pass through as
     ``OSError``.
     """
-    if isinstance(cpus, bool):
+    if isinstance(cpus, (bool, np.bool_)):
         raise TypeError("pin_thread() expects a CPU number or an iterable of CPU numbers, not bool")
-    wanted = {cpus} if isinstance(cpus, int) else set(cpus)
+    wanted = [cpus] if is_integer_scalar(cpus) else list(cpus)
     if not wanted:
         raise ValueError("pin_thread() needs at least one CPU")
-    if not all(isinstance(cpu, int) and not isinstance(cpu, bool) for cpu in wanted):
+    if not all(is_integer_scalar(cpu) for cpu in wanted):
         raise TypeError(f"CPU numbers must be int, got {sorted(map(repr, wanted))}")
+    wanted = {operator.index(cpu) for cpu in wanted}  # numpy ints work like ints
     online = _online_cpus()
     unknown = sorted(wanted.difference(online))
     if unknown:

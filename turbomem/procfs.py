@@ -323,8 +323,10 @@ def parse_cpulist(text: str) -> list[int]:
         if not part:
             continue
         if "-" in part:
-            first, last = part.split("-", 1)
-            cpus.extend(range(int(first), int(last) + 1))
+            first, last = (int(x) for x in part.split("-", 1))
+            if first > last or first < 0:
+                raise ValueError(f"bad CPU range {part!r} in {text!r}")
+            cpus.extend(range(first, last + 1))
         else:
             cpus.append(int(part))
     return sorted(set(cpus))

@@ -8,12 +8,14 @@ Cython extension would.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+from posix.unistd cimport usleep
 
 cimport numpy as cnp
 
 from turbomem._core cimport (Pool, pool_get, pool_get_bulk, pool_object, pool_ptr,
-                             pool_put, pool_put_bulk, tm_pool_t)
+                             pool_put, pool_put_bulk, region_acquire, region_release,
+                             tm_pool_t)
 
 cnp.import_array()
 
@@ -191,3 +193,24 @@ def get_put_loop(Pool pool not None, uint64_t n):
             else:
                 fails += 1
     return fails
+
+
+def held_scribble(Pool pool not None, uint32_t handle, int rounds, int pause_us):
+    """Write object ``handle`` ``rounds`` times without the GIL, pausing
+    between writes, under a region hold (the _core.pxd protocol): a close()
+    from another thread meanwhile must not unmap the memory under us.
+    Returns the rounds done."""
+    cdef char *obj
+    cdef size_t size = <size_t>pool.obj_size
+    cdef int i = 0
+    region_acquire(pool)  # PoolClosedError if already closed
+    try:
+        obj = pool_object(pool, handle)
+        with nogil:
+            while i < rounds:
+                memset(obj, i & 0xFF, size)
+                usleep(pause_us)
+                i += 1
+    finally:
+        region_release(pool)
+    return i

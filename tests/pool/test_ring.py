@@ -50,14 +50,17 @@ def test_bad_input_raises():
     assert len(r) == 0
 
 
-def test_closed_ring_raises():
+def test_closed_ring_refuses_producers_and_waiting_on_empty():
     r = tm.Ring(4)
     r.close()
     r.close()
-    for call in (lambda: r.enqueue(1), r.dequeue, lambda: r.dequeue_burst(2), lambda: len(r),
-                 lambda: r.dequeue_wait(0.01)):
+    for call in (lambda: r.enqueue(1), lambda: r.enqueue_bulk([1]), lambda: r.enqueue_burst([1]),
+                 lambda: r.enqueue_wait(1, 0.01), lambda: r.enqueue_burst_wait([1], 0.01),
+                 lambda: r.dequeue_wait(0.01), lambda: r.dequeue_burst_wait(2, 0.01)):
         with pytest.raises(tm.PoolClosedError):
             call()
+    # consumers still see an (empty) ring: close() never strands contents
+    assert len(r) == 0 and r.dequeue() == -1 and len(r.dequeue_burst(2)) == 0
 
 
 def test_dequeue_wait_times_out_without_holding_the_gil():

@@ -8,7 +8,7 @@ attributes turbomem/_core.pxd declares, and never includes pool.h itself.
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy
 
-from turbomem._core cimport Pool, pool_ptr
+from turbomem._core cimport Pool, pool_ptr, region_acquire, region_release
 
 
 cdef extern from *:
@@ -27,7 +27,10 @@ def copy_records(const unsigned char[::1] buf, Py_ssize_t pos, Py_ssize_t end, P
     captured length exceeds `limit`, or whose handle is outside the pool (the
     caller's slow path handles and reports those).  offsets[k] receives each
     copied record's offset in buf.  Returns (records copied, new pos).
-    Raises PoolClosedError on a closed pool."""
+    Raises PoolClosedError on a closed pool.
+
+    The copy runs without the GIL under a region hold: a pool.close() from
+    another thread meanwhile defers the unmap until the copy is done."""
     pool_ptr(pool)  # raises PoolClosedError if the pool is closed
     if first < 0 or offsets.shape[0] < handles.shape[0] - first or end > buf.shape[0] or pos < 0:
         raise ValueError("bad arguments to copy_records")
@@ -38,19 +41,23 @@ def copy_records(const unsigned char[::1] buf, Py_ssize_t pos, Py_ssize_t end, P
     cdef uint32_t capacity = pool.capacity
     cdef size_t stride = <size_t>pool.stride
     cdef char *base = pool._base
-    with nogil:
-        while i < n and end - pos >= 16:
-            memcpy(&incl, &buf[pos + 8], 4)
-            if swapped:
-                incl = tm_bswap32(incl)
-            if incl > limit or pos + 16 + <Py_ssize_t>incl > end:
-                break
-            h = handles[i]
-            if h >= capacity:
-                break  # never write outside the pool
-            memcpy(base + <size_t>h * stride, &buf[pos + 16], incl)
-            offsets[k] = pos
-            k += 1
-            i += 1
-            pos += 16 + incl
+    region_acquire(pool)  # raises PoolClosedError if closed since pool_ptr
+    try:
+        with nogil:
+            while i < n and end - pos >= 16:
+                memcpy(&incl, &buf[pos + 8], 4)
+                if swapped:
+                    incl = tm_bswap32(incl)
+                if incl > limit or pos + 16 + <Py_ssize_t>incl > end:
+                    break
+                h = handles[i]
+                if h >= capacity:
+                    break  # never write outside the pool
+                memcpy(base + <size_t>h * stride, &buf[pos + 16], incl)
+                offsets[k] = pos
+                k += 1
+                i += 1
+                pos += 16 + incl
+    finally:
+        region_release(pool)
     return k, pos

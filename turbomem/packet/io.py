@@ -18,9 +18,18 @@ Works on UDP sockets (IPv4/IPv6, connected or not) and AF_PACKET raw sockets.
 
 Ownership: ``recv`` hands back the handles that hold data; every handle it
 took (or was given) that did not receive a packet goes back to the pool, on
-success, on EAGAIN, on error and on KeyboardInterrupt.  ``send`` does not
-take ownership unless ``release=True``, in which case every handle goes back
-to the pool whatever happens.
+success, on EAGAIN, on error and on KeyboardInterrupt.  Handles given to
+``recv`` must be distinct, handed-out handles of the pool; if they are
+refused (InvalidHandleError) the call consumes none of them.  ``send`` does
+not take ownership unless ``release=True``, in which case every valid
+handle goes back to the pool whatever happens (invalid ones are reported,
+never put).
+
+Memory safety: the system calls run under ``pool.hold()``, so a
+``pool.close()`` from another thread never unmaps memory the kernel is
+writing into (it is unmapped when the call returns).  Blocking waits poll in
+slices of at most 100 ms: Ctrl-C is seen at once, and ``close()`` ends a
+blocked ``recv`` with PoolClosedError within 100 ms.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import os
 import select
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -37,7 +47,9 @@ import numpy as np
 import numpy.typing as npt
 
 from turbomem import _sys
-from turbomem._handles import acquire, release
+from turbomem._checks import check_count, check_timeout, int_array
+from turbomem._handles import acquire, owned_handles, release, release_valid
+from turbomem.errors import PoolClosedError
 from turbomem._sys import MSG_DONTWAIT, MSG_TRUNC, MSG_WAITFORONE, SOCKADDR_STORAGE_SIZE
 
 if TYPE_CHECKING:
@@ -145,21 +157,33 @@ def decode_sockaddr(raw: bytes) -> tuple[Any, ...] | None:
     return (family, raw)
 
 
-def _wait(sock, events: int, timeout: float | None) -> bool:
-    """poll() one fd (releases the GIL; EINTR retried by Python). True if ready."""
+_POLL_SLICE = 0.1  # seconds: how long one poll() may block before we look at the pool
+
+
+def _wait(sock, events: int, timeout: float | None, pool=None) -> bool:
+    """poll() one fd until ready (True) or ``timeout`` seconds passed (False).
+
+    Polls in slices of at most 100 ms (the GIL is released inside poll;
+    Python runs signal handlers on EINTR, so Ctrl-C raises at once) and
+    raises PoolClosedError when ``pool`` was closed meanwhile."""
     p = select.poll()
     p.register(sock.fileno(), events)
-    ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
-    return bool(p.poll(ms))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = _POLL_SLICE if deadline is None else min(_POLL_SLICE, deadline - time.monotonic())
+        if p.poll(max(0, int(left * 1000 + 0.999))):
+            return True
+        if pool is not None and pool.closed:
+            raise PoolClosedError(f"{pool!r} was closed while waiting")
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
 
 
 def _effective_timeout(sock, timeout):
     """None: the socket's own mode (blocking, or its settimeout value)."""
     if timeout is None:
         return sock.gettimeout()
-    if timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
-    return float(timeout)
+    return check_timeout(timeout)
 
 
 # ----------------------------------------------------------------- receive --
@@ -184,7 +208,7 @@ class BurstReceiver:
     truncated: int
 
     def __init__(self, sock: socket.socket, pool: Pool, burst: int = 32, *, addresses: bool = False) -> None:
-        if burst <= 0:
+        if check_count(burst, "burst") == 0:
             raise ValueError(f"burst must be positive, got {burst}")
         self.sock = sock
         self.pool = pool
@@ -216,18 +240,22 @@ class BurstReceiver:
         waits up to t seconds.
 
         ``handles``: receive into these objects instead of taking new ones;
-        they are consumed (the unused ones go back to the pool).
+        they are consumed (the unused ones go back to the pool).  They must
+        be distinct handles the caller holds; otherwise InvalidHandleError,
+        and none is consumed.
+
+        If ``pool.close()`` runs meanwhile, the memory stays mapped until the
+        system call returns and recv raises PoolClosedError.
         """
         pool = self.pool
-        n = self.burst if max_packets is None else min(int(max_packets), self.burst)
+        n = self.burst if max_packets is None else min(check_count(max_packets, "max_packets"),
+                                                       self.burst)
+        wait = _effective_timeout(self.sock, timeout)
         if handles is not None:
-            handles = np.array(handles, dtype=np.uint32, copy=True).ravel()
+            handles = owned_handles(pool, handles).copy()  # refused: nothing consumed
             if len(handles) > self.burst:
                 raise ValueError(f"{len(handles)} handles given, burst is {self.burst}")
-            if len(handles) and int(handles.max()) >= pool.capacity:
-                raise ValueError("handle outside the pool")
             n = len(handles)
-        wait = _effective_timeout(self.sock, timeout)
         if n <= 0:
             release(pool, handles if handles is not None else ())
             return _empty(), _empty()
@@ -235,27 +263,37 @@ class BurstReceiver:
             handles = acquire(pool, n)
             n = len(handles)
         got = 0
+        deadline = None if wait is None else time.monotonic() + wait
         try:
             msgs = self._msgs
-            self._iov["base"][:n] = pool.address + handles.astype(np.uintp) * pool.stride
-            if self._names is not None:
-                msgs["namelen"][:n] = SOCKADDR_STORAGE
-            flags = MSG_DONTWAIT
-            if wait is None:
-                flags = MSG_WAITFORONE  # block for the first, then take what is queued
-            elif wait > 0 and not _wait(self.sock, select.POLLIN, wait):
-                self._last = 0
-                return _empty(), _empty()
-            # The kernel writes straight into the pool objects; the GIL is
-            # released while it does (a ctypes foreign call).
-            r = _sys.recvmmsg(self.sock.fileno(), self._msgs_ptr, n, flags)
-            self.calls += 1
-            if r < 0:
+            while True:
+                # Wait for the first datagram here, in interruptible slices,
+                # then take what is queued without blocking in the kernel.
+                if wait != 0:
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not _wait(self.sock, select.POLLIN, left, pool):
+                        self._last = 0
+                        return _empty(), _empty()
+                # The kernel writes straight into the pool objects, without
+                # the GIL (a ctypes foreign call): the hold keeps the memory
+                # mapped until it returns, even if another thread closes the pool.
+                with pool.hold():
+                    self._iov["base"][:n] = pool.address + handles.astype(np.uintp) * pool.stride
+                    if self._names is not None:
+                        msgs["namelen"][:n] = SOCKADDR_STORAGE
+                    r = _sys.recvmmsg(self.sock.fileno(), self._msgs_ptr, n, MSG_DONTWAIT)
+                self.calls += 1
+                if pool.closed:
+                    raise PoolClosedError(f"{pool!r} was closed during recv")
+                if r >= 0:
+                    break
                 err = -r
                 self._last = 0
-                if err in (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.EINTR):
+                if err not in (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.EINTR):
+                    raise _oserror("recvmmsg", err, self.sock)
+                if wait == 0 or (deadline is not None and time.monotonic() >= deadline):
                     return _empty(), _empty()
-                raise _oserror("recvmmsg", err, self.sock)
+                # another reader took the datagram poll() saw: wait again
             got = r
             self._last = r
             lengths = msgs["len"][:r].copy()
@@ -294,8 +332,11 @@ def recv_burst(sock: socket.socket, pool: Pool, max_packets: int, *, handles: Op
 
     Builds its C structures on every call: keep a BurstReceiver for loops.
     """
-    size = max_packets if handles is None else max(len(handles), 1)
-    return BurstReceiver(sock, pool, max(int(size), 1)).recv(
+    if handles is None:
+        size = check_count(max_packets, "max_packets")
+    else:
+        size = len(owned_handles(pool, handles))  # refused here: nothing consumed
+    return BurstReceiver(sock, pool, max(size, 1)).recv(
         max_packets, handles=handles, timeout=timeout)
 
 
@@ -316,7 +357,7 @@ class BurstSender:
     calls: int
 
     def __init__(self, sock: socket.socket, pool: Pool, burst: int = 32) -> None:
-        if burst <= 0:
+        if check_count(burst, "burst") == 0:
             raise ValueError(f"burst must be positive, got {burst}")
         self.sock = sock
         self.pool = pool
@@ -347,21 +388,20 @@ class BurstSender:
         Blocks per the socket mode (or ``timeout``) when the socket buffer is
         full; with timeout 0 it returns early with the count sent.  Raises
         OSError (after releasing, if ``release``) on any other error.
+
+        Handles must be handed-out handles of the pool (InvalidHandleError
+        otherwise; with ``release=True`` also distinct), lengths integers in
+        [0, obj_size].  With ``release=True`` every valid handle goes back to
+        the pool whatever fails, bad input included.
         """
         pool = self.pool
         try:
-            hs = np.asarray(handles).ravel()
-            ls = np.asarray(lengths).ravel()
+            hs = owned_handles(pool, handles, unique=release)
+            ls = int_array(lengths, 0, pool.obj_size + 1, "length")
             if len(hs) != len(ls):
                 raise ValueError(f"{len(hs)} handles but {len(ls)} lengths")
             if len(hs) == 0:
                 return 0
-            if hs.dtype.kind not in "ui" or ls.dtype.kind not in "ui":
-                raise TypeError("handles and lengths must be integer arrays")
-            if int(hs.min()) < 0 or int(hs.max()) >= pool.capacity:
-                raise ValueError("handle outside the pool")
-            if int(ls.min()) < 0 or int(ls.max()) > pool.obj_size:
-                raise ValueError(f"lengths must be in [0, obj_size={pool.obj_size}]")
             wait = _effective_timeout(self.sock, timeout)
             names = None
             if addr is not None:
@@ -382,22 +422,24 @@ class BurstSender:
             total = len(hs)
             while sent < total:
                 k = min(self.burst, total - sent)
-                self._iov["base"][:k] = base + hs[sent:sent + k].astype(np.uintp) * stride
                 self._iov["len"][:k] = ls[sent:sent + k]
                 if names is not None:
                     self._msgs["name"][:k] = (names.ctypes.data
                                               + np.arange(sent, sent + k, dtype=np.uintp)
                                               * names.shape[1])
                     self._msgs["namelen"][:k] = namelens[sent:sent + k]
-                r = _sys.sendmmsg(self.sock.fileno(), self._msgs_ptr, k,
-                                  MSG_DONTWAIT if wait is not None else 0)
+                with pool.hold():  # the kernel reads the objects without the GIL
+                    self._iov["base"][:k] = base + hs[sent:sent + k].astype(np.uintp) * stride
+                    # Never block in the kernel: a full socket buffer is
+                    # waited for in poll() slices (signals, close() seen).
+                    r = _sys.sendmmsg(self.sock.fileno(), self._msgs_ptr, k, MSG_DONTWAIT)
                 self.calls += 1
                 if r < 0:
                     err = -r
                     if err == _errno.EINTR:
                         continue
-                    if err in (_errno.EAGAIN, _errno.EWOULDBLOCK) and wait is not None:
-                        if wait > 0 and _wait(self.sock, select.POLLOUT, wait):
+                    if err in (_errno.EAGAIN, _errno.EWOULDBLOCK):
+                        if wait != 0 and _wait(self.sock, select.POLLOUT, wait, pool):
                             continue
                         break
                     raise _oserror("sendmmsg", err, self.sock)
@@ -406,19 +448,16 @@ class BurstSender:
             return sent
         finally:
             if release:
-                _release_any(pool, handles)
-
-
-def _release_any(pool, handles):
-    hs = np.asarray(handles).ravel()
-    if len(hs):
-        release(pool, hs)
+                release_valid(pool, handles)
 
 
 def send_burst(sock: socket.socket, pool: Pool, handles: IntArray, lengths: IntArray, *,
                addr: Optional[tuple[Any, ...]] = None, release: bool = False,
                timeout: float | None = None) -> int:
     """One-shot sendmmsg of pool objects; see BurstSender.send."""
-    n = max(1, min(len(handles), 1024))
+    try:
+        n = max(1, min(len(handles), 1024))
+    except TypeError:  # not a sequence: send() reports it (and releases what is valid)
+        n = 1
     return BurstSender(sock, pool, n).send(handles, lengths, addr=addr, release=release,
                                            timeout=timeout)

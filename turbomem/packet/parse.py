@@ -36,6 +36,8 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from turbomem._core import Pool
 
+from turbomem._checks import int_array
+from turbomem._handles import owned_handles
 from turbomem.packet.constants import (
     ETHERTYPE_IPV4,
     ETHERTYPE_IPV6,
@@ -110,15 +112,26 @@ PACKET_DTYPE = np.dtype([
 
 def parse(pool: Pool, handles: npt.ArrayLike, lengths: npt.ArrayLike, *, linktype: int = 1,
           wire_lengths: Optional[npt.ArrayLike] = None, window: int = 128) -> np.ndarray:
-    """Parse packets held in pool objects; returns a PACKET_DTYPE array."""
-    handles = np.asarray(handles, dtype=np.intp).ravel()
+    """Parse packets held in pool objects; returns a PACKET_DTYPE array.
+
+    ``handles``: handed-out handles of ``pool`` (a free or out-of-range one,
+    a bool or a float raises InvalidHandleError); ``lengths`` and
+    ``wire_lengths``: one non-negative int per handle (no broadcasting);
+    lengths above ``obj_size`` count as ``obj_size``."""
+    handles = owned_handles(pool, handles, unique=False).astype(np.intp)
+    n = len(handles)
+    lengths = int_array(lengths, 0, 1 << 32, "length")
+    if len(lengths) != n:
+        raise ValueError(f"{n} handles but {len(lengths)} lengths")
+    if wire_lengths is not None:
+        wire_lengths = int_array(wire_lengths, 0, 1 << 32, "wire_length")
+        if len(wire_lengths) != n:
+            raise ValueError(f"{n} handles but {len(wire_lengths)} wire_lengths")
     width = max(1, min(pool.obj_size, int(window)))
-    if len(handles) and (handles.min() < 0 or handles.max() >= pool.capacity):
-        raise ValueError("handle outside the pool")
     # one gather: (n, width + slack) copy; the slack lets fixed-size header
     # reads near the window's end stay inside the matrix (still < obj_size)
     mat = pool.array()[:, :min(pool.obj_size, width + _SLACK)][handles]
-    cap = np.minimum(np.asarray(lengths, dtype=np.int64).ravel(), pool.obj_size)
+    cap = np.minimum(lengths.astype(np.int64), pool.obj_size)
     return parse_matrix(mat, cap, linktype=linktype, wire_lengths=wire_lengths, width=width)
 
 

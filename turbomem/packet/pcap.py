@@ -32,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Optional, Union
 import numpy as np
 import numpy.typing as npt
 
+from turbomem._checks import check_count, coerce_handles, int_array
 from turbomem._handles import acquire, release
 from turbomem.errors import TurbomemError
 from turbomem.packet._pcapwalk import copy_records as _pcap_copy_records
@@ -70,6 +71,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+_MAX_TS_NS = (1 << 32) * 1_000_000_000  # the header's seconds field is 32 bits
 _HDR_COLS = np.arange(16)
 
 
@@ -108,7 +110,7 @@ class PcapReader:
     _pending: Optional[PcapError]
 
     def __init__(self, source: Source, pool: Pool, burst: int = 64, *, oversize: str = "truncate") -> None:
-        if burst <= 0:
+        if check_count(burst, "burst") == 0:
             raise ValueError(f"burst must be positive, got {burst}")
         if oversize not in ("truncate", "error"):
             raise ValueError("oversize must be 'truncate' or 'error'")
@@ -176,13 +178,16 @@ class PcapReader:
         """Make at least ``need`` bytes available from _pos (fewer at EOF)."""
         if self._end - self._pos >= need or self._eof:
             return
+        f = self._file
+        if f is None:
+            raise ValueError("PcapReader is closed")
         if self._pos:
             rest = self._end - self._pos
             self._mv[0:rest] = self._mv[self._pos:self._end]
             self._file_off += self._pos
             self._pos, self._end = 0, rest
         while self._end < need:
-            got = self._file.readinto(self._mv[self._end:])  # type: ignore[union-attr]
+            got = f.readinto(self._mv[self._end:])
             if not got:
                 self._eof = True
                 return
@@ -191,15 +196,22 @@ class PcapReader:
     # -------------------------------------------------------------- reads --
 
     def read_burst(self, max_packets: int | None = None) -> Optional[Burst]:
-        """Next burst, or None at the end of the file."""
+        """Next burst, or None at the end of the file.
+
+        ``max_packets=0`` returns an empty burst (four empty arrays), never
+        None: None means only "end of file"."""
+        n = self.burst if max_packets is None else min(check_count(max_packets, "max_packets"),
+                                                       self.burst)
         if self._pending is not None:
             err, self._pending = self._pending, None
             raise err
         if self._file is None:
             raise ValueError("PcapReader is closed")
-        n = self.burst if max_packets is None else min(int(max_packets), self.burst)
+        if n == 0:
+            return (np.zeros(0, np.uint32), np.zeros(0, np.uint32), np.zeros(0, np.int64),
+                    np.zeros(0, np.uint32))
         self._fill(16)
-        if self._end == self._pos or n <= 0:
+        if self._end == self._pos:
             return None
         pool = self.pool
         handles = acquire(pool, n)
@@ -357,12 +369,14 @@ class PcapWriter:
 
     def __init__(self, dest: Source, linktype: int = LINKTYPE_ETHERNET, snaplen: int = MAX_RECORD,
                  nanosecond: bool = False, *, byteorder: str = "=") -> None:
+        if not isinstance(byteorder, str) or byteorder not in ("=", "<", ">"):
+            raise ValueError(f"byteorder must be '=', '<' or '>', got {byteorder!r}")
         if byteorder == "=":
             byteorder = "<" if sys.byteorder == "little" else ">"
-        if byteorder not in "<>":
-            raise ValueError("byteorder must be '=', '<' or '>'")
-        if not 0 < snaplen <= MAX_RECORD:
-            raise ValueError(f"snaplen must be in [1, {MAX_RECORD}]")
+        if not 0 < check_count(snaplen, "snaplen") <= MAX_RECORD:
+            raise ValueError(f"snaplen must be in [1, {MAX_RECORD}], got {snaplen}")
+        if check_count(linktype, "linktype") > 0xFFFFFFFF:
+            raise ValueError(f"linktype must fit 32 bits, got {linktype}")
         self.byteorder = byteorder
         self.nanosecond = bool(nanosecond)
         self.snaplen = int(snaplen)
@@ -381,12 +395,18 @@ class PcapWriter:
                                      self.snaplen, self.linktype))
 
     def _headers(self, lengths: Any, timestamps_ns: Any, orig_lengths: Any) -> tuple[bytes, Any]:
+        """Record headers; every field is range-checked (a pcap header holds
+        32-bit seconds, fraction, and lengths: nothing may wrap)."""
         n = len(lengths)
         if timestamps_ns is None:
             timestamps_ns = np.full(n, time.time_ns(), dtype=np.int64)
-        ts = np.asarray(timestamps_ns, dtype=np.int64)
+        ts = int_array(timestamps_ns, 0, _MAX_TS_NS, "timestamp_ns").astype(np.int64)
         if len(ts) != n:
-            raise ValueError("one timestamp per packet is needed")
+            raise ValueError(f"{n} packets but {len(ts)} timestamps")
+        if orig_lengths is not None:
+            orig_lengths = int_array(orig_lengths, 0, 1 << 32, "orig_length")
+            if len(orig_lengths) != n:
+                raise ValueError(f"{n} packets but {len(orig_lengths)} orig_lengths")
         incl = np.minimum(lengths, self.snaplen)
         hdr = np.empty(n, dtype=self._hdr)
         hdr["s"] = ts // 1_000_000_000
@@ -399,51 +419,50 @@ class PcapWriter:
     def write_burst(self, pool: Pool, handles: npt.ArrayLike, lengths: npt.ArrayLike,
                     timestamps_ns: Optional[npt.ArrayLike] = None,
                     orig_lengths: Optional[npt.ArrayLike] = None) -> None:
-        """Append one record per handle (``lengths[i]`` bytes of object handles[i])."""
-        hs = np.asarray(handles, dtype=np.int64).ravel()
-        ls = np.asarray(lengths, dtype=np.int64).ravel()
+        """Append one record per handle (``lengths[i]`` bytes of object handles[i]).
+
+        Handles are ints in [0, capacity) (InvalidHandleError otherwise),
+        lengths ints in [0, obj_size], timestamps ints in [0, 2**32 * 10**9)
+        nanoseconds, orig_lengths ints in [0, 2**32): anything else raises
+        before a byte is written."""
+        file = self._checked_file()
+        hs = coerce_handles(handles, pool.capacity).astype(np.int64)
+        ls = int_array(lengths, 0, pool.obj_size + 1, "length").astype(np.int64)
         if len(hs) != len(ls):
             raise ValueError(f"{len(hs)} handles but {len(ls)} lengths")
+        hdr, incl = self._headers(ls, timestamps_ns, orig_lengths)
         if not len(hs):
             return
-        if int(hs.min()) < 0 or int(hs.max()) >= pool.capacity:
-            raise ValueError("handle outside the pool")
-        if int(ls.min()) < 0 or int(ls.max()) > pool.obj_size:
-            raise ValueError(f"lengths must be in [0, obj_size={pool.obj_size}]")
-        if orig_lengths is not None:
-            orig_lengths = np.asarray(orig_lengths, dtype=np.int64).ravel()
-        hdr, incl = self._headers(ls, timestamps_ns, orig_lengths)
         stride = pool.stride
-        out = self._writable()
         with pool.buffer() as whole:
             parts: list[Any] = []
             for i, (h, k) in enumerate(zip(hs.tolist(), incl.tolist())):
                 parts.append(hdr[16 * i:16 * i + 16])
                 parts.append(whole[h * stride:h * stride + k])
-            out.write(b"".join(parts))
+            file.write(b"".join(parts))
             del parts
         self.packets += len(hs)
 
     def write_packet(self, data: Any, timestamp_ns: int | None = None,
                      orig_length: int | None = None) -> None:
-        """Append one record from a bytes-like object."""
-        out = self._writable()
+        """Append one record from a bytes-like object (same checks as write_burst)."""
+        file = self._checked_file()
         data = memoryview(data).cast("B")
         hdr, incl = self._headers(np.array([len(data)]), None if timestamp_ns is None
                                   else [timestamp_ns],
                                   None if orig_length is None else [orig_length])
-        out.write(hdr + bytes(data[:int(incl[0])]))
+        file.write(hdr + bytes(data[:int(incl[0])]))
         self.packets += 1
 
-    def _writable(self) -> IO[bytes]:
-        if self._file is None:
+    def _checked_file(self) -> IO[bytes]:
+        file = self._file
+        if file is None:
             raise ValueError("PcapWriter is closed")
-        return self._file
+        return file
 
     def flush(self) -> None:
         """Flush the file."""
-        if self._file is not None:
-            self._file.flush()
+        self._checked_file().flush()
 
     def close(self) -> None:
         """Close the file (if this writer opened it; else flush it)."""
