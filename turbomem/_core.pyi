@@ -24,6 +24,7 @@ HUGEPAGE_POLICIES: tuple[HugePagePolicy, ...]
 # What the bulk calls accept as handles: a uint32 array (no copy), any integer array or sequence.
 _Handles = Union[npt.ArrayLike, Iterable[int]]
 
+@disjoint_base
 class _RegionHold:
     """``with pool.hold():`` keeps the pool's memory mapped until the block ends."""
 
@@ -160,6 +161,9 @@ class Ring:
         """Up to n handles, waiting without the GIL until one is queued."""
     def enqueue_burst_wait(self, handles: _Handles, timeout: Optional[float] = None) -> int:
         """Add all handles, waiting for room; returns how many went in."""
+
+def _first_not_in_use(pool: Pool, handles: npt.NDArray[np.uint32]) -> int:
+    """Index of the first handle outside the pool or not handed out, or -1."""
 
 def hit_path_is_fence_free() -> bool:
     """Whether the cache hit path runs without a fence (membarrier is available)."""

@@ -33,6 +33,9 @@ class PoolEmptyError(TurbomemError, MemoryError):
 class InvalidHandleError(TurbomemError, ValueError):
     """A handle that is not an integer in ``[0, capacity)`` of this pool."""
 
+    #: Where the layers name it: the position of the offending element in the caller's handles.
+    index: int
+
 
 class HandleTypeError(InvalidHandleError, TypeError):
     """Handles of a type that is not an integer (a float, bool, str or object array).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,12 +75,12 @@ def pin_thread(cpus: int | Iterable[int]) -> None:
     """
     if isinstance(cpus, (bool, np.bool_)):
         raise TypeError("pin_thread() expects a CPU number or an iterable of CPU numbers, not bool")
-    wanted = [cpus] if is_integer_scalar(cpus) else list(cpus)
-    if not wanted:
+    given: list[Any] = [cpus] if is_integer_scalar(cpus) else list(cpus)  # type: ignore[arg-type]
+    if not given:
         raise ValueError("pin_thread() needs at least one CPU")
-    if not all(is_integer_scalar(cpu) for cpu in wanted):
-        raise TypeError(f"CPU numbers must be int, got {sorted(map(repr, wanted))}")
-    wanted = {operator.index(cpu) for cpu in wanted}  # numpy ints work like ints
+    if not all(is_integer_scalar(cpu) for cpu in given):
+        raise TypeError(f"CPU numbers must be int, got {sorted(map(repr, given))}")
+    wanted = {operator.index(cpu) for cpu in given}  # numpy ints work like ints
     online = _online_cpus()
     unknown = sorted(wanted.difference(online))
     if unknown:

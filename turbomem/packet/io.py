@@ -251,17 +251,19 @@ class BurstReceiver:
         n = self.burst if max_packets is None else min(check_count(max_packets, "max_packets"),
                                                        self.burst)
         wait = _effective_timeout(self.sock, timeout)
+        objs: npt.NDArray[np.uint32]  # the objects received into, ours until returned
         if handles is not None:
-            handles = owned_handles(pool, handles).copy()  # refused: nothing consumed
-            if len(handles) > self.burst:
-                raise ValueError(f"{len(handles)} handles given, burst is {self.burst}")
-            n = len(handles)
-        if n <= 0:
-            release(pool, handles if handles is not None else ())
+            objs = owned_handles(pool, handles).copy()  # refused: nothing consumed
+            if len(objs) > self.burst:
+                raise ValueError(f"{len(objs)} handles given, burst is {self.burst}")
+            n = len(objs)
+            if n <= 0:
+                return _empty(), _empty()
+        elif n <= 0:
             return _empty(), _empty()
-        if handles is None:
-            handles = acquire(pool, n)
-            n = len(handles)
+        else:
+            objs = acquire(pool, n)
+            n = len(objs)
         got = 0
         deadline = None if wait is None else time.monotonic() + wait
         try:
@@ -278,7 +280,7 @@ class BurstReceiver:
                 # the GIL (a ctypes foreign call): the hold keeps the memory
                 # mapped until it returns, even if another thread closes the pool.
                 with pool.hold():
-                    self._iov["base"][:n] = pool.address + handles.astype(np.uintp) * pool.stride
+                    self._iov["base"][:n] = pool.address + objs.astype(np.uintp) * pool.stride
                     if self._names is not None:
                         msgs["namelen"][:n] = SOCKADDR_STORAGE
                     r = _sys.recvmmsg(self.sock.fileno(), self._msgs_ptr, n, MSG_DONTWAIT)
@@ -303,10 +305,10 @@ class BurstReceiver:
                     self.truncated += int(trunc.sum())
                     np.minimum(lengths, pool.obj_size, out=lengths)
             self.packets += r
-            return handles[:r].copy(), lengths
+            return objs[:r].copy(), lengths
         finally:
             # Whatever path we leave by, objects that got no packet go back.
-            release(pool, handles[got:])
+            release(pool, objs[got:])
 
     def last_addresses(self) -> list[tuple[Any, ...] | None]:
         """Source addresses (Python tuples) of the last burst (addresses=True)."""

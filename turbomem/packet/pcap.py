@@ -187,7 +187,7 @@ class PcapReader:
             self._file_off += self._pos
             self._pos, self._end = 0, rest
         while self._end < need:
-            got = f.readinto(self._mv[self._end:])
+            got = f.readinto(self._mv[self._end:])  # type: ignore[attr-defined]
             if not got:
                 self._eof = True
                 return
