@@ -53,16 +53,25 @@ import threading
 import time
 import weakref
 from numbers import Real
+from typing import (TYPE_CHECKING, Any, Literal, Optional, SupportsIndex, TypedDict, cast,
+                    overload)
 
 import numpy as np
+import numpy.typing as npt
 
 from turbomem import _sys
 from turbomem.errors import PoolClosedError, TurbomemError
 
-__all__ = ["XdpSocket", "XdpError", "XdpSource", "XdpSink", "attached_program",
+if TYPE_CHECKING:
+    from turbomem._core import Pool
+    from turbomem.packet._xsk import XskRings
+
+__all__ = ["XdpSocket", "XdpError", "XdpSource", "XdpSink", "XdpStats", "attached_program",
            "validate_timeout", "FRAME_SIZES"]
 
-FRAME_SIZES = (2048, 4096)
+U32 = npt.NDArray[np.uint32]
+
+FRAME_SIZES: tuple[int, int] = (2048, 4096)
 _POLL_SLICE = 0.05  # a blocked recv looks at close() this often (seconds)
 
 
@@ -70,7 +79,28 @@ class XdpError(TurbomemError, OSError):
     """AF_XDP setup failed (the message says which step and why)."""
 
 
-def validate_timeout(timeout):
+class XdpStats(TypedDict):
+    """``XdpSocket.statistics()``: the kernel's XDP_STATISTICS plus the socket's own counters."""
+
+    rx_dropped: int
+    rx_invalid_descs: int
+    tx_invalid_descs: int
+    rx_ring_full: int
+    rx_fill_ring_empty_descs: int
+    tx_ring_empty_descs: int
+    #: frames returned by recv / queued by send / recv calls made
+    packets: int
+    sent: int
+    calls: int
+    bad_descriptors: int
+    in_kernel: int
+    #: "zerocopy" or "copy"
+    mode: str
+    #: "drv", "skb", or None for a tx-only socket (no program)
+    xdp_mode: Optional[str]
+
+
+def validate_timeout(timeout: Optional[float]) -> Optional[float]:
     """None, or a finite real >= 0 (as float); anything else raises."""
     if timeout is None:
         return None
@@ -82,7 +112,7 @@ def validate_timeout(timeout):
     return t
 
 
-def _count(value) -> int:
+def _count(value: SupportsIndex) -> int:
     """An int (not a bool, not a float) for counts given by the caller."""
     if isinstance(value, bool):
         raise TypeError("a count must be an int, not a bool")
@@ -98,7 +128,7 @@ def _rx_queue_count(ifname: str) -> int:
         return 0
 
 
-def attached_program(ifname: str):
+def attached_program(ifname: str) -> Optional[int]:
     """The id of the XDP program attached to ``ifname`` (any mode), or None.
 
     Reads ``ip -d link show`` -- used by the tests to prove that nothing stays
@@ -119,18 +149,20 @@ def attached_program(ifname: str):
 class _Program:
     """Our redirect program + XSKMAP attached (via a bpf link) to one interface."""
 
-    def __init__(self, ifname: str, ifindex: int, xdp_mode: str, slots: int):
+    xdp_mode: str
+
+    def __init__(self, ifname: str, ifindex: int, xdp_mode: str, slots: int) -> None:
         self.ifname, self.ifindex, self.slots = ifname, ifindex, slots
         self.users = 0
-        self._fds = []
+        self._fds: list[int] = []
         try:
             self.map_fd = _sys.bpf_create_xskmap(slots)
             self._fds.append(self.map_fd)
             self.prog_fd = _sys.bpf_load_xdp_program(_sys.xsk_redirect_program(self.map_fd))
             self._fds.append(self.prog_fd)
             tries = {"auto": ("drv", "skb"), "drv": ("drv",), "skb": ("skb",)}[xdp_mode]
-            errors = []
-            self.link_fd = None
+            errors: list[str] = []
+            self.link_fd: Optional[int] = None
             for m in tries:
                 flag = _sys.XDP_FLAGS_DRV_MODE if m == "drv" else _sys.XDP_FLAGS_SKB_MODE
                 try:
@@ -149,7 +181,8 @@ class _Program:
         # even when nobody called close().
         self._finalizer = weakref.finalize(self, _close_fds, list(self._fds))
 
-    def close(self):
+    def close(self) -> None:
+        """Close the link, program and map fds (detaching the program)."""
         fin = getattr(self, "_finalizer", None)
         if fin is not None:
             fin()
@@ -158,7 +191,7 @@ class _Program:
         self._fds = []
 
 
-def _close_fds(fds):
+def _close_fds(fds: list[int]) -> None:
     # The link first: closing it detaches the program from the interface.
     for fd in reversed(fds):
         try:
@@ -167,12 +200,12 @@ def _close_fds(fds):
             pass
 
 
-_programs: dict = {}
+_programs: dict[int, _Program] = {}
 _programs_lock = threading.Lock()
 _live_sockets: "weakref.WeakSet[XdpSocket]" = weakref.WeakSet()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     # The child inherits every fd: without this, a child that outlives the
     # parent's close() keeps the program attached (the link lives while any
     # copy of its fd does).
@@ -188,7 +221,7 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _acquire_program(ifname, ifindex, xdp_mode, slots):
+def _acquire_program(ifname: str, ifindex: int, xdp_mode: str, slots: int) -> _Program:
     with _programs_lock:
         prog = _programs.get(ifindex)
         if prog is not None and xdp_mode not in ("auto", prog.xdp_mode):
@@ -201,7 +234,7 @@ def _acquire_program(ifname, ifindex, xdp_mode, slots):
         return prog
 
 
-def _release_program(prog):
+def _release_program(prog: _Program) -> None:
     with _programs_lock:
         prog.users -= 1
         if prog.users == 0:
@@ -211,6 +244,17 @@ def _release_program(prog):
 
 
 # -------------------------------------------------------------- socket ----
+
+class _TeardownState(TypedDict, total=False):
+    # What XdpSocket's finalizer needs (no reference to the socket).
+    fd: int
+    maps: list[tuple[int, int]]
+    program: Optional[_Program]
+    rings: XskRings
+    pool: Pool
+    anchor: memoryview
+    queue: int
+
 
 class XdpSocket:
     """One AF_XDP socket bound to ``ifname``/``queue`` with ``pool`` as its UMEM.
@@ -230,9 +274,27 @@ class XdpSocket:
     and wakes a blocked ``recv`` within 50 ms.
     """
 
-    def __init__(self, pool, ifname: str, queue: int = 0, *, mode: str = "auto",
+    ifindex: int
+    pool: Pool
+    ifname: str
+    queue: int
+    ring_size: int
+    batch: int
+    #: bytes in front of each received packet in its frame (XDP_PACKET_HEADROOM)
+    rx_offset: int
+    #: frames returned by recv / queued by send / recv calls made
+    packets: int
+    sent: int
+    calls: int
+    #: "zerocopy" or "copy": what the kernel granted
+    mode: str
+    #: "drv" or "skb": where the XDP program runs; None for a tx-only socket
+    xdp_mode: Optional[str]
+    _rings: XskRings
+
+    def __init__(self, pool: Pool, ifname: str, queue: int = 0, *, mode: str = "auto",
                  xdp_mode: str = "auto", ring_size: int = 2048, rx: bool = True, tx: bool = True,
-                 need_wakeup: bool = True, batch: int = 256):
+                 need_wakeup: bool = True, batch: int = 256) -> None:
         from turbomem.packet import _xsk
 
         self._closed = True  # until setup finishes
@@ -272,7 +334,7 @@ class XdpSocket:
         self.rx_offset = _sys.XDP_PACKET_HEADROOM
         self._shift = pool.stride.bit_length() - 1
         self._maps: list[tuple[int, int]] = []
-        self._program = None
+        self._program: Optional[_Program] = None
         self._fd = -1
         self._need_wakeup = need_wakeup
         self._has_rx, self._has_tx = rx, tx
@@ -295,14 +357,15 @@ class XdpSocket:
 
     # ----- setup / teardown
 
-    def _setup(self, mode, xdp_mode, nq):
+    def _setup(self, mode: str, xdp_mode: str, nq: int) -> None:
         s = _sys
         from turbomem.packet import _xsk
 
         try:
             fd = s.xsk_socket()
         except OSError as exc:
-            raise XdpError(exc.errno, f"socket(AF_XDP): {os.strerror(exc.errno)}"
+            # _sys raises OSError(errno, ...) from a failed syscall: errno is always set.
+            raise XdpError(exc.errno, f"socket(AF_XDP): {os.strerror(cast(int, exc.errno))}"
                            + (" (needs CAP_NET_RAW)" if exc.errno == 1 else "")) from None
         self._fd = fd
         nbytes = self.pool.capacity * self.pool.stride
@@ -316,7 +379,7 @@ class XdpSocket:
             s.xsk_set_ring_size(fd, s.XDP_TX_RING, n, "XDP_TX_RING")
         off = s.getsockopt_struct(fd, s.SOL_XDP, s.XDP_MMAP_OFFSETS, s.XdpMmapOffsets,
                                   "getsockopt(XDP_MMAP_OFFSETS)")
-        plan = [(_xsk.FILL, "fr", s.XDP_UMEM_PGOFF_FILL_RING, 8),
+        plan: list[tuple[int, str, int, int]] = [(_xsk.FILL, "fr", s.XDP_UMEM_PGOFF_FILL_RING, 8),
                 (_xsk.COMPLETION, "cr", s.XDP_UMEM_PGOFF_COMPLETION_RING, 8)]
         if self._has_rx:
             plan.append((_xsk.RX, "rx", s.XDP_PGOFF_RX_RING, s.XDP_DESC_SIZE))
@@ -349,14 +412,14 @@ class XdpSocket:
         else:
             self.xdp_mode = None
 
-    def _state(self):
+    def _state(self) -> _TeardownState:
         # What the finalizer needs (no reference to self).
         return {"fd": self._fd, "maps": self._maps, "program": self._program,
                 "rings": self._rings, "pool": self.pool, "anchor": self._anchor,
                 "queue": self.queue}
 
     @staticmethod
-    def _teardown_state(st):
+    def _teardown_state(st: _TeardownState) -> None:
         prog = st.get("program")
         if prog is not None:
             st["program"] = None
@@ -382,10 +445,10 @@ class XdpSocket:
         if anchor is not None:
             anchor.release()
 
-    def _teardown(self):
+    def _teardown(self) -> None:
         XdpSocket._teardown_state(self._state())
 
-    def _forget_in_child(self):
+    def _forget_in_child(self) -> None:
         """After fork, in the child: this socket is the parent's.  Close the
         inherited fds (or the child would keep the XDP program attached after
         the parent closes), and give the frames the kernel held back to the
@@ -405,7 +468,7 @@ class XdpSocket:
         if len(left) and not self.pool.closed:
             self.pool.put_bulk(left)
 
-    def close(self):
+    def close(self) -> None:
         """Detach (if last on the interface), close, and return every frame the
         kernel held to the pool.  Idempotent; safe from another thread."""
         with self._lock:
@@ -415,30 +478,34 @@ class XdpSocket:
             self._finalizer()
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
+        """Whether close() was called."""
         return self._closed
 
-    def __enter__(self):
+    def __enter__(self) -> XdpSocket:
+        """The socket itself; ``with`` closes it at the end of the block."""
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
+        """Close the socket; exceptions propagate."""
         self.close()
         return False
 
-    def fileno(self):
+    def fileno(self) -> int:
+        """The AF_XDP socket's file descriptor (-1 once closed), for poll/select."""
         return self._fd
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.mode} mode, xdp {self.xdp_mode}"
         return f"<XdpSocket {self.ifname} queue {self.queue}, {state}>"
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if self._closed:
             raise XdpError(9, f"{self!r}: socket is closed")
 
     # ----- receive
 
-    def _take(self, n):
+    def _take(self, n: int) -> int:
         """Refill, then take up to n frames (lock held)."""
         rings = self._rings
         rings.refill(self.ring_size)
@@ -446,7 +513,20 @@ class XdpSocket:
             rings.kick_rx(self._fd)
         return rings.rx(self._h[:n], self._len[:n], self._off[:n])
 
-    def recv(self, max_packets: int | None = None, *, timeout=None, offsets: bool = False):
+    @overload
+    def recv(self, max_packets: Optional[int] = ..., *, timeout: Optional[float] = ...,
+             offsets: Literal[False] = ...) -> tuple[U32, U32]: ...
+
+    @overload
+    def recv(self, max_packets: Optional[int] = ..., *, timeout: Optional[float] = ...,
+             offsets: Literal[True]) -> tuple[U32, U32, U32]: ...
+
+    @overload
+    def recv(self, max_packets: Optional[int] = ..., *, timeout: Optional[float] = ...,
+             offsets: bool) -> tuple[U32, U32] | tuple[U32, U32, U32]: ...
+
+    def recv(self, max_packets: Optional[int] = None, *, timeout: Optional[float] = None,
+             offsets: bool = False) -> tuple[U32, U32] | tuple[U32, U32, U32]:
         """Up to ``max_packets`` (default ``batch``) received frames.
 
         Returns ``(handles, lengths)`` (uint32 arrays; packet i is
@@ -463,7 +543,7 @@ class XdpSocket:
             raise ValueError(f"max_packets must be >= 0, got {max_packets!r}")
         n = min(n, self.batch)
         deadline = None if wait is None else time.monotonic() + wait
-        poller = None
+        poller: Optional[select.poll] = None
         while True:
             with self._lock:
                 self._check_open()
@@ -486,7 +566,7 @@ class XdpSocket:
             if not poller.poll(max(1, int(left * 1000))):
                 self._check_bound()
 
-    def _check_bound(self):
+    def _check_bound(self) -> None:
         """Raise if the kernel unbound the socket (its interface went away):
         a blocking recv would otherwise wait forever."""
         import errno as _errno
@@ -500,7 +580,7 @@ class XdpSocket:
 
     # ----- transmit
 
-    def send(self, handles, lengths, *, offset: int = 0) -> int:
+    def send(self, handles: npt.ArrayLike, lengths: npt.ArrayLike, *, offset: int = 0) -> int:
         """Queue frames for transmit: ``lengths[i]`` bytes at ``offset`` of object
         ``handles[i]``.  Returns how many were queued; those now belong to the
         socket and go back to the pool when the kernel completes them.  The
@@ -542,7 +622,7 @@ class XdpSocket:
             self.sent += k
             return k
 
-    def complete(self, timeout=0) -> int:
+    def complete(self, timeout: Optional[float] = 0) -> int:
         """Return transmitted frames to the pool; waits up to ``timeout`` for
         everything in flight on tx (None: until done).  Returns how many."""
         wait = validate_timeout(timeout)
@@ -569,17 +649,20 @@ class XdpSocket:
         """Frames the kernel holds for this socket (fill ring, in flight, tx)."""
         return 0 if self._closed else int(self._rings.in_kernel)
 
-    def statistics(self) -> dict:
+    def statistics(self) -> XdpStats:
         """The kernel's XDP_STATISTICS for this socket, plus our own counters."""
         with self._lock:
             self._check_open()
             st = _sys.getsockopt_struct(self._fd, _sys.SOL_XDP, _sys.XDP_STATISTICS,
                                         _sys.XdpStatistics, "getsockopt(XDP_STATISTICS)")
-            out = {f[0]: int(getattr(st, f[0])) for f in _sys.XdpStatistics._fields_}
-            out.update(packets=self.packets, sent=self.sent, calls=self.calls,
-                       bad_descriptors=int(self._rings.bad_descriptors),
-                       in_kernel=int(self._rings.in_kernel), mode=self.mode, xdp_mode=self.xdp_mode)
-            return out
+            return XdpStats(
+                rx_dropped=int(st.rx_dropped), rx_invalid_descs=int(st.rx_invalid_descs),
+                tx_invalid_descs=int(st.tx_invalid_descs), rx_ring_full=int(st.rx_ring_full),
+                rx_fill_ring_empty_descs=int(st.rx_fill_ring_empty_descs),
+                tx_ring_empty_descs=int(st.tx_ring_empty_descs),
+                packets=self.packets, sent=self.sent, calls=self.calls,
+                bad_descriptors=int(self._rings.bad_descriptors),
+                in_kernel=int(self._rings.in_kernel), mode=self.mode, xdp_mode=self.xdp_mode)
 
 
 # ------------------------------------------------------- pipeline glue ----
@@ -592,10 +675,20 @@ class XdpSource:
     frame that is already in cache).  Stops after ``count`` packets,
     ``duration`` s, or ``idle`` s of silence."""
 
-    live = True
-    linktype = 1  # Ethernet
+    live: bool = True
+    linktype: int = 1  # Ethernet
+    pool: Pool
+    sock: XdpSocket
+    count: Optional[int]
+    duration: Optional[float]
+    idle: Optional[float]
+    #: packets delivered so far
+    received: int
 
-    def __init__(self, pool, ifname, queue=0, *, count=None, duration=None, idle=1.0, **kw):
+    def __init__(self, pool: Pool, ifname: str, queue: int = 0, *, count: Optional[int] = None,
+                 duration: Optional[float] = None, idle: Optional[float] = 1.0,
+                 **kw: Any) -> None:
+        """Open an rx+tx :class:`XdpSocket` on ``ifname``/``queue``; ``kw`` goes to it."""
         from turbomem.packet import _xsk
 
         self._move = _xsk.move_to_start
@@ -603,11 +696,13 @@ class XdpSource:
         self.sock = XdpSocket(pool, ifname, queue, **kw)
         self.count, self.duration, self.idle = count, duration, idle
         self.received = 0
-        self._start = self._last = None
+        self._start = self._last = -1.0  # monotonic times, set by the first read
 
-    def read(self, n):
+    def read(self, n: int) -> Optional[tuple[U32, U32, U32]]:
+        """Up to ``n`` packets as (handles, captured lengths, wire lengths), moved to byte 0
+        of their objects (possibly none yet), or None when count, duration or idle is reached."""
         now = time.monotonic()
-        if self._start is None:
+        if self._start < 0:
             self._start = self._last = now
         if self.count is not None and self.received >= self.count:
             return None
@@ -624,7 +719,8 @@ class XdpSource:
             self._move(self.pool, h, ln, off)
         return h, ln, ln
 
-    def close(self):
+    def close(self) -> None:
+        """Close the socket (its frames go back to the pool)."""
         self.sock.close()
 
 
@@ -635,13 +731,21 @@ class XdpSink:
     copies each packet into a frame of its own (one copy) and the completion
     ring returns those frames."""
 
-    def __init__(self, pool, ifname, queue=0, **kw):
+    pool: Pool
+    sock: XdpSocket
+    #: packets / bytes queued for transmit
+    packets: int
+    bytes: int
+
+    def __init__(self, pool: Pool, ifname: str, queue: int = 0, **kw: Any) -> None:
+        """Open a tx-only :class:`XdpSocket` on ``ifname``/``queue``; ``kw`` goes to it."""
         self.pool = pool
         self.sock = XdpSocket(pool, ifname, queue, rx=False, tx=True, **kw)
         self.packets = 0
         self.bytes = 0
 
-    def __call__(self, pool, handles, lengths):
+    def __call__(self, pool: Pool, handles: npt.ArrayLike, lengths: npt.ArrayLike) -> None:
+        """Copy each packet into a frame of the sink's own and queue it for transmit."""
         from turbomem._handles import acquire, release
 
         hs = np.asarray(handles, dtype=np.uint32)
@@ -660,7 +764,8 @@ class XdpSink:
         self.packets += k
         self.bytes += int(ls[:k].sum())
 
-    def close(self):
+    def close(self) -> None:
+        """Wait up to 1 s for transmits to complete, then close the socket."""
         try:
             self.sock.complete(timeout=1.0)
         finally:
