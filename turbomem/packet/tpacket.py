@@ -27,15 +27,24 @@ import select
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING, Any, Literal, Optional, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 
 from turbomem import _sys
 from turbomem._handles import acquire, release
 from turbomem.errors import PoolClosedError, TurbomemError
 from turbomem.packet.xdp import _count, validate_timeout
 
-__all__ = ["TPacketReceiver", "TPacketSource"]
+if TYPE_CHECKING:
+    from turbomem._core import Pool
+    from turbomem.packet._xsk import TPacketV3Ring
+    from turbomem.packet.io import BurstSender
+
+__all__ = ["TPacketReceiver", "TPacketSource", "TPacketStats"]
+
+U32 = npt.NDArray[np.uint32]
 
 PACKET_IGNORE_OUTGOING = 23
 _POLL_SLICE = 0.05
@@ -43,6 +52,19 @@ _POLL_SLICE = 0.05
 
 class TPacketError(TurbomemError, OSError):
     """A TPACKET_V3 socket operation on a closed receiver, or setup failure."""
+
+
+class TPacketStats(TypedDict):
+    """``TPacketReceiver.statistics()``: PACKET_STATISTICS plus the receiver's own counters."""
+
+    #: packets the kernel saw / dropped (ring full) / times the queue froze, since the last read
+    tp_packets: int
+    tp_drops: int
+    tp_freeze_q_cnt: int
+    #: packets returned by recv / recv calls made
+    packets: int
+    calls: int
+    bad_headers: int
 
 
 class TPacketReceiver:
@@ -55,8 +77,22 @@ class TPacketReceiver:
     original length).
     """
 
-    def __init__(self, pool, ifname: str, *, block_size: int = 1 << 18, block_nr: int = 64,
-                 retire_ms: int = 2, burst: int = 256):
+    ifindex: int
+    pool: Pool
+    ifname: str
+    burst: int
+    block_size: int
+    block_nr: int
+    sock: socket.socket
+    #: wire lengths of the packets the last recv returned
+    wire_lengths: U32
+    #: packets returned by recv / recv calls made
+    packets: int
+    calls: int
+    _ring: TPacketV3Ring
+
+    def __init__(self, pool: Pool, ifname: str, *, block_size: int = 1 << 18, block_nr: int = 64,
+                 retire_ms: int = 2, burst: int = 256) -> None:
         from turbomem.packet import _xsk
 
         self._closed = True
@@ -75,7 +111,7 @@ class TPacketReceiver:
         self.ifindex = _sys.if_nametoindex(ifname)
         self.pool, self.ifname, self.burst = pool, ifname, burst
         self.block_size, self.block_nr = block_size, block_nr
-        self._map = None
+        self._map: Optional[tuple[int, int]] = None
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             fd = self.sock.fileno()
@@ -98,7 +134,7 @@ class TPacketReceiver:
         self.calls = 0
         self._closed = False
 
-    def _teardown(self):
+    def _teardown(self) -> None:
         ring = getattr(self, "_ring", None)
         if ring is not None:
             ring.detach()
@@ -107,7 +143,7 @@ class TPacketReceiver:
             self._map = None
         self.sock.close()
 
-    def close(self):
+    def close(self) -> None:
         """Unmap the ring and close the socket (idempotent, any thread)."""
         with self._lock:
             if self._closed:
@@ -115,27 +151,32 @@ class TPacketReceiver:
             self._closed = True
             self._teardown()
 
-    def __del__(self):
+    def __del__(self) -> None:
+        """Close the receiver if nobody did."""
         try:
             self.close()
         except Exception:
             pass
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
+        """Whether close() was called."""
         return self._closed
 
-    def __enter__(self):
+    def __enter__(self) -> TPacketReceiver:
+        """The receiver itself; ``with`` closes it at the end of the block."""
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
+        """Close the receiver; exceptions propagate."""
         self.close()
         return False
 
-    def fileno(self):
+    def fileno(self) -> int:
+        """The AF_PACKET socket's file descriptor (-1 once closed), for poll/select."""
         return self.sock.fileno()
 
-    def _take(self, n):
+    def _take(self, n: int) -> Optional[tuple[U32, U32, U32]]:
         """One compiled pass (lock held): returns (handles, caplens, wirelens)."""
         if not self._ring.ready():
             return None
@@ -148,7 +189,8 @@ class TPacketReceiver:
         finally:
             release(self.pool, handles[k:])
 
-    def recv(self, max_packets: int | None = None, *, timeout=None):
+    def recv(self, max_packets: Optional[int] = None, *,
+             timeout: Optional[float] = None) -> tuple[U32, U32]:
         """Up to ``max_packets`` (default ``burst``) packets as ``(handles, lengths)``.
 
         Packet i is ``lengths[i]`` bytes at the start of pool object
@@ -162,7 +204,7 @@ class TPacketReceiver:
             raise ValueError(f"max_packets must be >= 0, got {max_packets!r}")
         n = min(n, self.burst)
         deadline = None if wait is None else time.monotonic() + wait
-        poller = None
+        poller: Optional[select.poll] = None
         empty = np.zeros(0, dtype=np.uint32)
         while True:
             with self._lock:
@@ -188,7 +230,7 @@ class TPacketReceiver:
             if events and events[0][1] & (select.POLLERR | select.POLLNVAL | select.POLLHUP):
                 self._raise_socket_error()
 
-    def _raise_socket_error(self):
+    def _raise_socket_error(self) -> None:
         """POLLERR: the interface went down or away; say so instead of spinning."""
         import os
 
@@ -200,32 +242,41 @@ class TPacketReceiver:
             raise TPacketError(err, f"TPACKET_V3 receiver on {self.ifname}: {os.strerror(err)}")
         time.sleep(_POLL_SLICE)  # an error already reported once: do not spin
 
-    def statistics(self) -> dict:
+    def statistics(self) -> TPacketStats:
         """PACKET_STATISTICS (reading resets the kernel's counters) plus ours."""
         with self._lock:
             if self._closed:
                 raise TPacketError(9, "receiver is closed")
             st = _sys.getsockopt_struct(self.sock.fileno(), _sys.SOL_PACKET, _sys.PACKET_STATISTICS,
                                         _sys.TpacketStatsV3, "getsockopt(PACKET_STATISTICS)")
-            return {"tp_packets": st.tp_packets, "tp_drops": st.tp_drops,
-                    "tp_freeze_q_cnt": st.tp_freeze_q_cnt, "packets": self.packets,
+            return {"tp_packets": int(st.tp_packets), "tp_drops": int(st.tp_drops),
+                    "tp_freeze_q_cnt": int(st.tp_freeze_q_cnt), "packets": self.packets,
                     "calls": self.calls, "bad_headers": int(self._ring.bad_headers)}
 
 
 class TPacketSource:
     """A turbomem.pipeline source (``examples/pipeline.py --source packet:IFACE``)."""
 
-    live = True
-    linktype = 1  # Ethernet
+    live: bool = True
+    linktype: int = 1  # Ethernet
+    rx: TPacketReceiver
+    count: Optional[int]
+    duration: Optional[float]
+    idle: Optional[float]
 
-    def __init__(self, pool, ifname, *, count=None, duration=None, idle=1.0, **kw):
+    def __init__(self, pool: Pool, ifname: str, *, count: Optional[int] = None,
+                 duration: Optional[float] = None, idle: Optional[float] = 1.0,
+                 **kw: Any) -> None:
+        """Open a :class:`TPacketReceiver` on ``ifname``; ``kw`` goes to it."""
         self.rx = TPacketReceiver(pool, ifname, **kw)
         self.count, self.duration, self.idle = count, duration, idle
-        self._start = self._last = None
+        self._start = self._last = -1.0  # monotonic times, set by the first read
 
-    def read(self, n):
+    def read(self, n: int) -> Optional[tuple[U32, U32, U32]]:
+        """Up to ``n`` packets as (handles, captured lengths, wire lengths) (possibly none
+        yet), or None when count, duration or idle is reached."""
         now = time.monotonic()
-        if self._start is None:
+        if self._start < 0:
             self._start = self._last = now
         if self.count is not None and self.rx.packets >= self.count:
             return None
@@ -240,7 +291,8 @@ class TPacketSource:
             self._last = time.monotonic()
         return h, ln, self.rx.wire_lengths
 
-    def close(self):
+    def close(self) -> None:
+        """Close the receiver."""
         self.rx.close()
 
 
@@ -250,7 +302,14 @@ class PacketSink:
     the pool objects (turbomem.packet.io.BurstSender), one kernel copy per packet,
     no TX ring (a TPACKET TX ring would add a copy into the ring)."""
 
-    def __init__(self, pool, ifname, burst: int = 256):
+    sock: socket.socket
+    tx: BurstSender
+    #: packets / bytes sent
+    packets: int
+    bytes: int
+
+    def __init__(self, pool: Pool, ifname: str, burst: int = 256) -> None:
+        """Bind a raw AF_PACKET socket (qdisc bypass) to ``ifname``."""
         from turbomem.packet.io import BurstSender
 
         _sys.if_nametoindex(ifname)
@@ -265,12 +324,14 @@ class PacketSink:
         self.packets = 0
         self.bytes = 0
 
-    def __call__(self, pool, handles, lengths):
+    def __call__(self, pool: Pool, handles: U32, lengths: U32) -> None:
+        """Send the burst (waits up to 0.1 s for room; what does not go is not sent)."""
         if not len(handles):
             return
         k = self.tx.send(handles, lengths, timeout=0.1)
         self.packets += k
         self.bytes += int(np.asarray(lengths)[:k].sum())
 
-    def close(self):
+    def close(self) -> None:
+        """Close the socket."""
         self.sock.close()

@@ -492,7 +492,7 @@ class XdpSocket:
         return False
 
     def fileno(self) -> int:
-        """The AF_XDP socket's file descriptor (-1 once closed), for poll/select."""
+        """The AF_XDP socket's file descriptor, for poll/select (meaningless once closed)."""
         return self._fd
 
     def __repr__(self) -> str:
