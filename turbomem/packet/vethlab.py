@@ -21,10 +21,12 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Sequence
+from typing import Any, Literal, Optional
 
 __all__ = ["VethLab", "available", "FRAME_ETHERTYPE", "frame_payload", "make_frame"]
 
-FRAME_ETHERTYPE = 0x88B5  # IEEE "local experimental": no stack handles it
+FRAME_ETHERTYPE: int = 0x88B5  # IEEE "local experimental": no stack handles it
 
 
 def available() -> str | None:
@@ -36,7 +38,7 @@ def available() -> str | None:
     return None
 
 
-def _ip(*args, check=True):
+def _ip(*args: str, check: bool = True) -> str:
     r = subprocess.run(["ip", *args], capture_output=True, text=True)
     if check and r.returncode != 0:
         raise OSError(f"ip {' '.join(args)}: {r.stderr.strip()}")
@@ -52,6 +54,7 @@ def frame_payload(seq: int, size: int) -> bytes:
 
 
 def make_frame(dst: bytes, src: bytes, seq: int, size: int) -> bytes:
+    """Test frame ``seq`` of ``size`` bytes: Ethernet header (``FRAME_ETHERTYPE``) + payload."""
     return dst + src + struct.pack("!H", FRAME_ETHERTYPE) + frame_payload(seq, size)
 
 
@@ -75,7 +78,23 @@ for seq in range(first, first + count):
 class VethLab:
     """veth pair ``near`` (here) -- ``far`` (in namespace ``ns``)."""
 
-    def __init__(self, tag: str = "", queues: int = 1):
+    #: pid + caller tag (at most 10 characters) in every name
+    tag: str
+    #: the namespace, the interface here, its peer in the namespace
+    ns: str
+    near: str
+    far: str
+    #: rx and tx queues of each end
+    queues: int
+    #: the /30 addresses of the two ends
+    near_ip: str
+    far_ip: str
+    #: MAC addresses (6 bytes), known once the pair is up (inside ``with``)
+    near_mac: bytes
+    far_mac: bytes
+
+    def __init__(self, tag: str = "", queues: int = 1) -> None:
+        """Choose the names and addresses; nothing is created before ``with``."""
         self.tag = f"{os.getpid()}{tag}"
         if len(self.tag) > 10:
             self.tag = self.tag[-10:]
@@ -92,7 +111,8 @@ class VethLab:
         self.far_ip = f"{prefix}.{last + 2}"
         self._up = False
 
-    def __enter__(self):
+    def __enter__(self) -> VethLab:
+        """Create the namespace and the pair (PermissionError without root); returns the lab."""
         why = available()
         if why:
             raise PermissionError(why)
@@ -103,11 +123,12 @@ class VethLab:
             raise
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
+        """Remove the namespace and both interfaces; exceptions propagate."""
         self.remove()
         return False
 
-    def _create(self):
+    def _create(self) -> None:
         q = str(self.queues)
         _ip("netns", "add", self.ns)
         self._up = True
@@ -133,14 +154,15 @@ class VethLab:
         _ip("neigh", "replace", self.far_ip, "lladdr", self.far_mac.hex(":"), "dev", self.near,
             "nud", "permanent")
 
-    def _mac(self, ifname, ns=None):
+    def _mac(self, ifname: str, ns: Optional[str] = None) -> bytes:
         args = (["-n", ns] if ns else []) + ["-o", "link", "show", "dev", ifname]
         out = _ip(*args)
         words = out.split()
         return bytes.fromhex(words[words.index("link/ether") + 1].replace(":", ""))
 
-    def exec(self, argv, *, check=True, **kw):
-        """Run argv inside the namespace."""
+    def exec(self, argv: Sequence[str], *, check: bool = True,
+             **kw: Any) -> subprocess.CompletedProcess[str]:
+        """Run argv inside the namespace (output captured as text); OSError if it fails and ``check``."""
         r = subprocess.run(["ip", "netns", "exec", self.ns, *argv], capture_output=True, text=True,
                            **kw)
         if check and r.returncode != 0:
@@ -148,17 +170,18 @@ class VethLab:
         return r
 
     def send_frames(self, count: int, size: int = 64, first: int = 0, pace: int = 64,
-                    dst: bytes | None = None):
+                    dst: bytes | None = None) -> None:
         """Send test frames seq first..first+count-1 from the far end (AF_PACKET)."""
         dst = self.near_mac if dst is None else dst
         self.exec([sys.executable, "-c", _SENDER, self.far, dst.hex(), self.far_mac.hex(),
                    str(first), str(count), str(size), str(pace)])
 
-    def spawn(self, argv, **kw):
-        """Start argv inside the namespace (a Popen)."""
+    def spawn(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
+        """Start argv inside the namespace (a Popen; ``kw`` goes to it, so text or bytes)."""
         return subprocess.Popen(["ip", "netns", "exec", self.ns, *argv], **kw)
 
-    def remove(self):
+    def remove(self) -> None:
+        """Delete the near interface and the namespace (idempotent, errors ignored)."""
         if not self._up:
             return
         self._up = False
