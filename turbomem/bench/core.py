@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _paths
 from .report import Progress, ratio, summarize
@@ -42,7 +42,9 @@ SMOKE = dict(caches="0,256", bulks="1,32", keeps="128", threads="1", reps=2, sec
 
 # (goal text, mode, cache, bulk, n_keep (0: == bulk), threads ("1"/"all"), driver, target).
 # mode "checked-all-256" means: every cache-256 row of checked mode (the minimum).
-GOALS = [
+#: (goal, mode, cache, bulk, n_keep (0: == bulk), threads ("1"/"all"), baseline driver, target ratio);
+#: the "checked-all-256" goal leaves bulk, n_keep and threads None (every cache-256 row)
+GOALS: List[Tuple[str, str, int, Optional[int], Optional[int], Optional[str], str, float]] = [
     ("unchecked, cache 256, keep == bulk 1, 1 thread vs ring_mp_mc", "unchecked", 256, 1, 0, "1", "ring_mp_mc", 1.2),
     ("unchecked, cache 256, keep == bulk 1, all threads vs ring_mp_mc", "unchecked", 256, 1, 0, "all", "ring_mp_mc", 1.2),
     ("unchecked, cache 256, keep == bulk 32, 1 thread vs ring_mp_mc", "unchecked", 256, 32, 0, "1", "ring_mp_mc", 1.8),

@@ -38,10 +38,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from . import _paths, machine
-from .report import ratio, summarize
+from .report import Progress, ratio, summarize
 
 SETUPS = ("ring_mp_mc/hugetlb", "turbomem/THP", "ring_mp_mc/4K")
 TOPOLOGIES = ("null", "af_packet")
@@ -209,10 +209,18 @@ _NR = "/proc/sys/vm/nr_hugepages"
 class Hugepages:
     """Raise nr_hugepages to hold `want` free pages; put the old value back on exit."""
 
-    def __init__(self, want: int):
+    #: free 2 MB pages wanted
+    want: int
+    #: nr_hugepages before (None until read; nothing to put back)
+    old: Optional[int]
+    #: why the pages could not be had ("" when they were)
+    why: str
+
+    def __init__(self, want: int) -> None:
         self.want, self.old, self.why = want, None, ""
 
-    def __enter__(self):
+    def __enter__(self) -> Hugepages:
+        """Reserve the pages (best effort: ``why`` says what went wrong); returns self."""
         try:
             ht = machine.hugetlb_pages()
             free = ht.get("HugePages_Free", 0)
@@ -230,7 +238,8 @@ class Hugepages:
             self.why = "cannot reserve hugepages (%s; root needed)" % e
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
+        """Put nr_hugepages back to its old value."""
         if self.old is not None:
             try:
                 with open(_NR, "w") as f:
@@ -243,11 +252,17 @@ class Hugepages:
 class VethNamespace:
     """A network namespace with a veth pair tmv0 <-> tmv1, deleted on exit."""
 
-    def __init__(self):
+    #: the namespace's name
+    name: str
+    #: why the namespace could not be made ("" when it was)
+    why: str
+
+    def __init__(self) -> None:
         self.name = "tmbench%d" % os.getpid()
         self.why = ""
 
-    def __enter__(self):
+    def __enter__(self) -> VethNamespace:
+        """Make the namespace and the pair (best effort: ``why`` says what failed); returns self."""
         ip = shutil.which("ip")
         if not ip:
             self.why = "iproute2 (ip) not installed"
@@ -264,7 +279,8 @@ class VethNamespace:
                 return self
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
+        """Delete the namespace (and with it the pair)."""
         if shutil.which("ip"):
             subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
         return False
@@ -273,6 +289,8 @@ class VethNamespace:
 # ---- one testpmd run ---------------------------------------------------------------------
 
 def testpmd_command(setup: str, topology: str, driver: Path, prefix: str, netns: Optional[str]) -> List[str]:
+    """The dpdk-testpmd argv for one setup ("ops/memory") and topology ("null" or
+    "af_packet"), run inside ``netns`` when given; ``driver`` is the build output dir."""
     ops, memory = setup.split("/")
     cmd = ["ip", "netns", "exec", netns] if netns else []
     if shutil.which("stdbuf"):
@@ -407,6 +425,8 @@ def run_testpmd(setup: str, topology: str, driver: Path, warm: float, seconds: f
 # ---- mempool_perf ---------------------------------------------------------------------
 
 def run_mempool_perf(out: Path, seconds: float, reps: int) -> Tuple[List[Dict[str, Any]], str]:
+    """Run the built mempool_perf (ring_mp_mc vs turbomem).  Returns its JSON rows and
+    the command line, or the rows so far and why it failed."""
     exe = out / "mempool_perf"
     cmd = [str(exe), "--no-huge", "--no-pci", "--no-shconf", "-m", "512", "-l", EAL_LCORES,
            "--file-prefix", "tmperf%d" % os.getpid(), "--log-level=lib.eal:warning",
@@ -421,6 +441,7 @@ def run_mempool_perf(out: Path, seconds: float, reps: int) -> Tuple[List[Dict[st
 
 
 def perf_rows(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per mempool_perf case: median Mobj/s of ring_mp_mc and turbomem, and their ratio."""
     groups: Dict[tuple, Dict[str, List[float]]] = {}
     for r in raw:
         k = (r["cache"], r["bulk"], r["keep"], r["cores"])
@@ -454,6 +475,8 @@ COLUMNS = [
 
 
 def build_rows(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The table (``COLUMNS``): one row per topology and setup, median Mpps over the runs,
+    ratios to both ring_mp_mc setups, huge page coverage and pool size."""
     rows = []
     med: Dict[Tuple[str, str], Optional[float]] = {}
     for topo in TOPOLOGIES:
@@ -486,6 +509,7 @@ def paired_ratio(raw: List[Dict[str, Any]], topo: str, setup: str, base: str) ->
 
 
 def evaluate_goals(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``GOALS`` and the driver's THP coverage, each measured against its target (met: bool or None)."""
     by = {(r["topology"], r["setup"]): r for r in rows}
     goals = []
     for text, topo, setup, base, target in GOALS:
@@ -506,7 +530,10 @@ def evaluate_goals(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return goals
 
 
-def run(quick: bool = False, progress=None, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def run(quick: bool = False, progress: Optional[Progress] = None,
+        params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Run the suite (``QUICK`` or ``FULL`` parameters unless ``params``) and return its result:
+    rows, goals, mempool_perf, chart and notes, or ``skipped`` with the reason."""
     params = dict(params or (QUICK if quick else FULL))
     res: Dict[str, Any] = {"suite": "dpdk", "skipped": None, "notes": [], "columns": COLUMNS, "rows": [],
                            "goals": [], "params": params}
