@@ -15,14 +15,14 @@ import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
-from support import REPO_ROOT, repo_env
+from support import REPO_ROOT, child_env
 
 
 def run_children(code: str, children: int, timeout: float = 60, env: dict | None = None) -> None:
     """Run ``code`` in ``children`` processes (two at a time); each must print 'ok'."""
     def one(_):
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env=env or repo_env(), timeout=timeout)
+                              env=env or child_env(), timeout=timeout)
 
     with ThreadPoolExecutor(2) as ex:
         results = list(ex.map(one, range(children)))
@@ -223,6 +223,6 @@ def test_cimport_users_hold_the_region_with_the_pxd_api():
         assert closed_while_held > 0
         print("ok")
         """)
-    env = repo_env()
+    env = child_env()
     env["PYTHONPATH"] = str(REPO_ROOT / "tests") + os.pathsep + env["PYTHONPATH"]
     run_children(code, children=1, timeout=120, env=env)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from support import repo_env
+from support import child_env
 
 SETUP = {
     "dequeue_wait": "r = tm.Ring(4)\ncall = lambda: r.dequeue_wait({timeout})",
@@ -54,7 +54,7 @@ def run_child(setup: str, handler: str = "", expected: str = "KeyboardInterrupt"
     """Start the child, send ``sig`` once it is waiting; seconds until it reported."""
     code = CHILD.format(setup=setup, handler=handler, expected=expected)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=repo_env(), text=True)
+                             stderr=subprocess.PIPE, env=child_env(), text=True)
     try:
         assert child.stdout.readline().strip() == "ready", child.stderr.read()
         time.sleep(0.3)  # well inside the wait (GIL released, sleeping)
@@ -102,7 +102,7 @@ def test_a_handler_that_returns_does_not_end_the_wait():
         print("ok")
         """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=repo_env(), timeout=30)
+                         env=child_env(), timeout=30)
     assert out.stdout.strip() == "ok", out.stderr
 
 
@@ -118,5 +118,5 @@ def test_interrupted_producer_knows_what_went_in():
             print(err.enqueued, len(r))
         """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=repo_env(), timeout=30)
+                         env=child_env(), timeout=30)
     assert out.stdout.split() == ["2", "2"], out.stderr
