@@ -33,9 +33,12 @@ import shutil
 import socket
 import subprocess
 import time
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from .report import Progress
+
+if TYPE_CHECKING:
+    from turbomem.packet.vethlab import VethLab
 
 __all__ = ["run", "suite"]
 
@@ -71,20 +74,21 @@ def _generator() -> str:
 class _Cpus:
     """Receiver on the first CPU we may use, generator on the last one."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.allowed = sorted(os.sched_getaffinity(0))
         self.rx = self.allowed[0]
         self.gen = self.allowed[-1]
 
-    def pin_rx(self):
+    def pin_rx(self) -> None:
         if len(self.allowed) > 1:
             os.sched_setaffinity(0, {self.rx})
 
-    def unpin(self):
+    def unpin(self) -> None:
         os.sched_setaffinity(0, set(self.allowed))
 
 
-def _start_generator(lab, gen, cpus, size, seconds, count=None):
+def _start_generator(lab: VethLab, gen: str, cpus: _Cpus, size: int, seconds: float,
+                     count: Optional[int] = None) -> subprocess.Popen[str]:
     argv = ["ip", "netns", "exec", lab.ns, gen, lab.far, lab.near_mac.hex(":"),
             lab.far_mac.hex(":"), lab.far_ip, lab.near_ip, str(size), f"{seconds:.2f}"]
     if count is not None:
@@ -94,7 +98,7 @@ def _start_generator(lab, gen, cpus, size, seconds, count=None):
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _finish_generator(p) -> int:
+def _finish_generator(p: subprocess.Popen[str]) -> int:
     try:
         out, err = p.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -105,7 +109,7 @@ def _finish_generator(p) -> int:
     return int(out.split()[0])
 
 
-def _window(step, warmup, window):
+def _window(step: Callable[[], int], warmup: float, window: float) -> Tuple[int, float]:
     """Call step() (returns packets) through warm-up then a timed window."""
     t_end = time.perf_counter() + warmup
     while time.perf_counter() < t_end:
