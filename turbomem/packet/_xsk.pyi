@@ -1,5 +1,7 @@
 """Type stubs for turbomem.packet._xsk (the compiled AF_XDP / TPACKET_V3 loops)."""
 
+from __future__ import annotations
+
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import disjoint_base
