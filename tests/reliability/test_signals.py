@@ -35,6 +35,9 @@ SETUP = {
 
 CHILD = """\
 import signal, sys, time
+# Python's own Ctrl-C handler even when the test runs in the background
+# (a shell starts background jobs with SIGINT ignored, and children inherit it).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import turbomem as tm
 {setup}
 {handler}
@@ -109,6 +112,7 @@ def test_a_handler_that_returns_does_not_end_the_wait():
 def test_interrupted_producer_knows_what_went_in():
     code = textwrap.dedent("""\
         import os, signal, threading
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
         import turbomem as tm
         r = tm.Ring(2)
         threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()

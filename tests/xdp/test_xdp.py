@@ -353,7 +353,8 @@ def test_garbage_collected_socket_detaches(lab):
 
 
 _BLOCK_IN_RECV = r"""
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
 import turbomem as tm
 from turbomem.packet.xdp import XdpSocket
 from turbomem.packet.tpacket import TPacketReceiver
