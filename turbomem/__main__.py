@@ -164,12 +164,15 @@ def render(result: dict[str, Any]) -> str:
             f"{w['bulk32_objects_per_s']:>13,.0f}  {'exact' if w['accounting_exact'] else 'MISMATCH'}"
         )
     st = result["stats"]
-    lines += [
-        "",
-        f"Counters: {st['gets']:,} objects got, {st['puts']:,} put; calls served by the cache: "
-        f"{st['cache_hits']:,}, that touched the shared stack: {st['cache_misses']:,}; "
-        f"{st['cas_retries']:,} CAS retries",
-    ]
+    if st.get("per_call_stats"):
+        counters = (f"{st['gets']:,} objects got, {st['puts']:,} put; calls served by the cache: "
+                    f"{st['cache_hits']:,}, that touched the shared level: {st['cache_misses']:,}; "
+                    f"{st['cas_retries']:,} CAS retries")
+    else:
+        # The default pool keeps no per-call counters (they cost the hit path a store).
+        counters = (f"per-call counters off (Pool(stats=True) keeps them); "
+                    f"{st['cached']:,} free objects parked in {st['threads']:,} thread caches")
+    lines += ["", f"Counters: {counters}"]
     return "\n".join(lines)
 
 
