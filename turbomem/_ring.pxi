@@ -9,7 +9,19 @@ cdef extern from *:
      * only pauses can keep a preempted publisher off the CPU for a long time. */
     #include <sched.h>
     #define TM_RING_YIELD() sched_yield()
+    /* Ring._closed is read by waiters without the GIL while close() sets it.
+     * close(): RELEASE store, so whatever the closing thread enqueued before
+     * is published first; waiters: ACQUIRE load, paired with it, so a waiter
+     * that sees the ring closed and then looks once more sees those handles. */
+    static inline int tm_closed_load_acquire(const int *flag) {
+        return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
+    }
+    static inline void tm_closed_store_release(int *flag) {
+        __atomic_store_n(flag, 1, __ATOMIC_RELEASE);
+    }
     """
+    int tm_closed_load_acquire(const int *flag) nogil
+    void tm_closed_store_release(int *flag) nogil
 
 cdef extern from "turbomem/ring.h" nogil:
     unsigned TM_RING_SP, TM_RING_SC
@@ -151,7 +163,7 @@ cdef class Ring:
         handles that went in).  Handles already queued stay dequeuable, so
         nothing is lost; waiting consumers return them, and raise
         PoolClosedError once the ring is empty."""
-        self._closed = True
+        tm_closed_store_release(<int *>&self._closed)
 
     cdef void _leave_wait(self):
         self._busy -= 1
@@ -243,7 +255,7 @@ cdef class Ring:
         try:
             while True:
                 with nogil:
-                    while not self._closed:
+                    while not tm_closed_load_acquire(<int *>&self._closed):
                         if tm_ring_enqueue(self._r, obj):
                             ok = 1
                             break
@@ -284,7 +296,10 @@ cdef class Ring:
                         if tm_ring_dequeue(self._r, &h):
                             ok = 1
                             break
-                        if self._closed:  # after one last look: nothing is left behind
+                        if tm_closed_load_acquire(<int *>&self._closed):
+                            # One more look after seeing the close: handles
+                            # enqueued before it are visible now (ACQUIRE).
+                            ok = tm_ring_dequeue(self._r, &h)
                             break
                         why = _waiter_wait(&w)
                         if why != WAIT_AGAIN:
@@ -337,7 +352,7 @@ cdef class Ring:
         try:
             while True:
                 with nogil:
-                    while not self._closed and done < count:
+                    while done < count and not tm_closed_load_acquire(<int *>&self._closed):
                         put = tm_ring_enqueue_burst(self._r, data + done, count - done)
                         done += put
                         if put:
@@ -375,7 +390,11 @@ cdef class Ring:
                 with nogil:
                     while True:
                         got = tm_ring_dequeue_burst(self._r, data, count)
-                        if got or self._closed:
+                        if got:
+                            break
+                        if tm_closed_load_acquire(<int *>&self._closed):
+                            # One more look after seeing the close (see dequeue_wait).
+                            got = tm_ring_dequeue_burst(self._r, data, count)
                             break
                         why = _waiter_wait(&w)
                         if why != WAIT_AGAIN:

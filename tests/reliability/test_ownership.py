@@ -263,3 +263,38 @@ def test_one_shot_recv_burst_refuses_bad_handles_without_consuming(udp_pair):
         assert pool.in_use == 2
     pool.put_bulk(h)
     pool.close()
+
+
+@pytest.mark.parametrize("wait", ["dequeue_wait", "dequeue_burst_wait"])
+def test_close_right_after_enqueue_never_hides_the_handles_from_a_waiting_consumer(wait):
+    # The race: a waiting consumer looks (empty), the producer enqueues and closes, the
+    # consumer sees the close.  It must look once more before it reports "closed and
+    # empty" (close() publishes with RELEASE, the waiter reads it with ACQUIRE).
+    # Before the fix about 1 round in 500 lost both handles to the consumer.
+    lost = 0
+    for _ in range(5000):
+        r = tm.Ring(8)
+        got = []
+        started = threading.Event()
+
+        def consumer():
+            started.set()
+            try:
+                while True:
+                    if wait == "dequeue_wait":
+                        got.append(r.dequeue_wait(5))
+                    else:
+                        got.extend(r.dequeue_burst_wait(8, 5).tolist())
+            except tm.PoolClosedError:
+                pass
+
+        t = threading.Thread(target=consumer)
+        t.start()
+        started.wait()
+        r.enqueue_burst([7, 8])
+        r.close()
+        t.join(5)
+        assert not t.is_alive()
+        lost += got != [7, 8]
+        assert sorted(got + r.dequeue_burst(8).tolist()) == [7, 8]  # never lost from the ring
+    assert lost == 0
