@@ -258,7 +258,8 @@ class PcapReader:
         pool = self.pool
         obj_size = pool.obj_size
         pmv, buf, mv = self._pool_mv, self._buf, self._mv
-        assert pmv is not None  # open: checked by read_burst
+        if pmv is None:  # closed by another thread since read_burst looked
+            raise ValueError("PcapReader is closed")
         unpack_incl = self._incl.unpack_from
         limit = min(self._limit, obj_size)  # anything above goes the slow way
         swapped = self.byteorder != _NATIVE_ORDER

@@ -181,9 +181,11 @@ class PcapngReader:
             self._mv.release()
             self._buf.extend(bytes(need - len(self._buf)))
             self._mv = memoryview(self._buf)
-        assert self._file is not None
+        f = self._file
+        if f is None:  # closed by another thread meanwhile
+            raise ValueError("PcapngReader is closed")
         while self._end < need:
-            got = self._file.readinto(self._mv[self._end:])  # type: ignore[attr-defined]  # IO has no readinto
+            got = f.readinto(self._mv[self._end:])  # type: ignore[attr-defined]  # IO has no readinto
             if not got:
                 self._eof = True
                 return
