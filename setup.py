@@ -1,4 +1,5 @@
-"""Build the one compiled module, turbomem._core, over the C core.
+"""Build the compiled modules: turbomem._core over the C core, and
+turbomem.packet._pcapwalk, a cimport user of turbomem/_core.pxd.
 
 The core is include/turbomem/*.h (public API, inline hit paths) and
 src/pool.c (registry, slow paths, fork, statistics), both at the top level as
@@ -44,10 +45,17 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
         libraries=["pthread"],
-    )
+    ),
+    # The packet toolkit's pcap record walk: cimports turbomem._core (found
+    # through include_path below) and never includes pool.h itself.
+    Extension(
+        "turbomem.packet._pcapwalk",
+        ["turbomem/packet/_pcapwalk.pyx"],
+        extra_compile_args=["-O2", "-std=gnu11"],
+    ),
 ]
 
 setup(
-    ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}),
+    ext_modules=cythonize(extensions, include_path=[HERE], compiler_directives={"language_level": "3"}),
     cmdclass={"build_py": build_py_with_headers},
 )

@@ -5,7 +5,7 @@
     python examples/pcap_stats.py trace.pcap --json
 
 Packets are read in bursts into the objects of one small turbomem Pool,
-parsed with vectorised numpy (turbomem.parse) and recycled at once, so
+parsed with vectorised numpy (turbomem.packet.parse) and recycled at once, so
 memory is bounded by the pool whatever the file size.
 """
 
@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from turbomem.pcap import PcapError
-from turbomem.traffic import format_summary, summarize
+from turbomem.packet.pcap import PcapError
+from turbomem.packet.summary import format_summary, summarize
 
 
 def main(argv=None):

@@ -11,7 +11,8 @@ pipeline checks that every buffer went back: pool.available == pool.capacity.
     python examples/pipeline.py --generate 100000 --naive     # bytes + queue.Queue
     python examples/pipeline.py --generate 50000 --slow-stage 0.001 --backpressure off
 
-The machinery lives in turbomem.pipeline (shared with the benchmark).
+The machinery lives in turbomem.packet.pipeline and its naive twin in
+turbomem.bench.naive_pipeline (both shared with the benchmark).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import tempfile
 
 
 import turbomem as tm
-from turbomem import pktgen
-from turbomem.pipeline import (CountSink, PcapSink, PcapSource, Pipeline, UdpSink, UdpSource,
-                               run_naive)
+from turbomem.bench.naive_pipeline import run_naive
+from turbomem.packet import traffic
+from turbomem.packet.pipeline import CountSink, PcapSink, PcapSource, Pipeline, UdpSink, UdpSource
 
 
 
@@ -90,7 +91,7 @@ def main(argv=None):
     if args.generate is not None:
         tmpdir = tempfile.TemporaryDirectory()
         path = os.path.join(tmpdir.name, "generated.pcap")
-        pktgen.write_pcap(path, pktgen.generate_packets(args.generate))
+        traffic.write_pcap(path, traffic.generate_packets(args.generate))
     backpressure = (args.backpressure == "on") if args.backpressure else args.udp is None
     sock = None
     try:

@@ -6,11 +6,11 @@
     python examples/udp_echo.py --serve 9000       # just run the burst echo server
 
 The burst server receives with recvmmsg straight into turbomem Pool objects
-(turbomem.net.BurstReceiver) and echoes with sendmmsg from the same objects;
+(turbomem.packet.io.BurstReceiver) and echoes with sendmmsg from the same objects;
 the plain server is the usual ``data, addr = sock.recvfrom(); sock.sendto()``
 loop.  Each is driven by the same load generator (a child process keeping a
 window of datagrams in flight).  "drain" times emptying a socket queue of
-N datagrams: the receive path alone.  Code: turbomem.udpbench.
+N datagrams: the receive path alone.  Code: turbomem.bench.udpbench.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import socket
 import sys
 
-from turbomem.udpbench import drain_benchmark, echo_benchmark, serve_burst
+from turbomem.bench.udpbench import drain_benchmark, echo_benchmark, serve_burst
 
 
 def main(argv=None):

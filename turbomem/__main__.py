@@ -19,6 +19,7 @@ import numpy as np
 
 import turbomem as tm
 from turbomem import memory
+from turbomem.constants import HUGEPAGE_POLICIES
 
 DEFAULT_OBJ_SIZE = 2048
 DEFAULT_POOL_BYTES = 64 * 1024 * 1024
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--obj-size", type=int, default=DEFAULT_OBJ_SIZE, help="object size in bytes (2048)")
     parser.add_argument("--pool-mb", type=int, default=DEFAULT_POOL_BYTES >> 20, help="pool size in MiB (64)")
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="workload seconds per phase (0.5)")
-    parser.add_argument("--hugepages", default="auto", choices=["auto", "thp", "hugetlb", "none"])
+    parser.add_argument("--hugepages", default="auto", choices=HUGEPAGE_POLICIES)
     args = parser.parse_args(argv)
     try:
         result = main_job(args.obj_size, args.pool_mb << 20, args.seconds, args.hugepages)

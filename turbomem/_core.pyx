@@ -11,7 +11,6 @@ entry points exported to other Cython modules through ``_core.pxd``.
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_WRITABLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
-from libc.string cimport memcpy
 
 cimport numpy as cnp
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from turbomem import memory as _memory
 from turbomem import smaps as _smaps
+from turbomem.constants import HUGEPAGE_POLICIES
 from turbomem.errors import (
     DoubleFreeError,
     InvalidHandleError,
@@ -58,7 +58,6 @@ cdef extern from "turbomem/pool.h" nogil:
 MAX_CACHE_SIZE = TM_CACHE_MAX
 MAX_CAPACITY = TM_MAX_CAPACITY
 MAX_THREADS = TM_MAX_THREADS
-_VALID_POLICIES = ("auto", "thp", "hugetlb", "none")
 # Bulk calls at least this large release the GIL: a release costs ~60 ns,
 # worth it only when the C work is several times that.
 DEF NOGIL_BULK_MIN = 1024
@@ -213,8 +212,8 @@ cdef class Pool:
             raise ValueError(f"cache_size must be in [0, {TM_CACHE_MAX}], got {cache_size}")
         if cache_size > capacity:
             raise ValueError(f"cache_size {cache_size} is larger than capacity {capacity}")
-        if hugepages not in _VALID_POLICIES:
-            raise ValueError(f"hugepages must be one of {', '.join(map(repr, _VALID_POLICIES))}, "
+        if hugepages not in HUGEPAGE_POLICIES:
+            raise ValueError(f"hugepages must be one of {', '.join(map(repr, HUGEPAGE_POLICIES))}, "
                              f"got {hugepages!r}")
         checked = _flag("checked", checked)
         stats = _flag("stats", stats)
@@ -658,48 +657,3 @@ cdef char *pool_object(Pool pool, uint32_t handle) noexcept nogil:
 # ------------------------------------------------------------------ Ring ----
 
 include "_ring.pxi"
-
-
-# ------------------------------------------------ pcap record fast path ----
-
-cdef extern from *:
-    """
-    static inline uint32_t tm_bswap32(uint32_t x) { return __builtin_bswap32(x); }
-    """
-    uint32_t tm_bswap32(uint32_t x) nogil
-
-
-def _pcap_copy_records(const unsigned char[::1] buf, Py_ssize_t pos, Py_ssize_t end, Pool pool not None,
-                       const uint32_t[::1] handles, Py_ssize_t first, uint32_t limit, bint swapped,
-                       Py_ssize_t[::1] offsets):
-    """The hot loop of turbomem.pcap.PcapReader, compiled.
-
-    Copies whole pcap records found at buf[pos:end] into the objects
-    handles[first:], stopping at the first record that is not wholly in the
-    buffer or whose captured length exceeds `limit` (the caller handles those).
-    offsets[k] receives each copied record's offset in buf.  Returns
-    (records copied, new pos)."""
-    if pool._closed:
-        raise _closed_error(pool)
-    if first < 0 or offsets.shape[0] < handles.shape[0] - first or end > buf.shape[0] or pos < 0:
-        raise ValueError("bad arguments to _pcap_copy_records")
-    if limit > pool.obj_size:
-        limit = <uint32_t>pool.obj_size
-    cdef Py_ssize_t i = first, k = 0, n = handles.shape[0]
-    cdef uint32_t incl, h
-    with nogil:
-        while i < n and end - pos >= 16:
-            memcpy(&incl, &buf[pos + 8], 4)
-            if swapped:
-                incl = tm_bswap32(incl)
-            if incl > limit or pos + 16 + <Py_ssize_t>incl > end:
-                break
-            h = handles[i]
-            if h >= pool.capacity:
-                break  # never write outside the pool; the caller's slow path reports it
-            memcpy(pool._base + <size_t>h * <size_t>pool.stride, &buf[pos + 16], incl)
-            offsets[k] = pos
-            k += 1
-            i += 1
-            pos += 16 + incl
-    return k, pos

@@ -58,6 +58,15 @@ __all__ = [
     "node_of_address",
     "move_pages_query",
     "getcpu",
+    "memory_at",
+    "MSG_DONTWAIT",
+    "MSG_TRUNC",
+    "MSG_WAITFORONE",
+    "SOCKADDR_STORAGE_SIZE",
+    "IOVEC_LAYOUT",
+    "MMSGHDR_LAYOUT",
+    "recvmmsg",
+    "sendmmsg",
     "sched_getcpu",
     "sched_setaffinity",
     "sched_getaffinity",
@@ -306,3 +315,76 @@ def sched_getaffinity(pid: int = 0) -> set[int]:
         return os.sched_getaffinity(pid)
     except OSError as exc:
         raise OSError(exc.errno, f"sched_getaffinity(pid {pid}): {os.strerror(exc.errno)}") from None
+
+
+def memory_at(addr: int, size: int) -> memoryview:
+    """A writable byte view of ``size`` bytes at ``addr`` (the caller keeps the mapping alive)."""
+    return memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
+
+
+# ------------------------------------------------ recvmmsg / sendmmsg ----
+# turbomem.packet.io fills arrays of these C structs with numpy (one
+# vectorised store per field per burst); the layouts below give it each
+# field's offset and the struct size, taken from ctypes so they match the ABI.
+
+MSG_DONTWAIT = 0x40
+MSG_TRUNC = 0x20
+MSG_WAITFORONE = 0x10000
+SOCKADDR_STORAGE_SIZE = 128  # sizeof(struct sockaddr_storage)
+
+
+class _IOVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.c_void_p),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
+
+
+_H = _MMsgHdr.msg_hdr.offset
+# {field: offset}, plus the struct size under "itemsize".
+IOVEC_LAYOUT = {"base": _IOVec.iov_base.offset, "len": _IOVec.iov_len.offset, "itemsize": ctypes.sizeof(_IOVec)}
+MMSGHDR_LAYOUT = {
+    "name": _H + _MsgHdr.msg_name.offset,
+    "namelen": _H + _MsgHdr.msg_namelen.offset,
+    "iov": _H + _MsgHdr.msg_iov.offset,
+    "iovlen": _H + _MsgHdr.msg_iovlen.offset,
+    "control": _H + _MsgHdr.msg_control.offset,
+    "controllen": _H + _MsgHdr.msg_controllen.offset,
+    "flags": _H + _MsgHdr.msg_flags.offset,
+    "len": _MMsgHdr.msg_len.offset,
+    "itemsize": ctypes.sizeof(_MMsgHdr),
+}
+
+# CFUNCTYPE foreign calls release the GIL, so a thread blocked in
+# recvmmsg/sendmmsg lets the other pipeline stages run.
+_recvmmsg = _fn("recvmmsg", ctypes.c_int, (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p))
+_sendmmsg = _fn("sendmmsg", ctypes.c_int, (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int))
+
+
+def recvmmsg(fd: int, msgvec: int, vlen: int, flags: int) -> int:
+    """recvmmsg(2) into the ``mmsghdr`` array at ``msgvec``: datagrams received, or ``-errno``.
+
+    No exception: which errors are benign (EAGAIN, EINTR) is the caller's call,
+    and this sits on the per-burst hot path.
+    """
+    r = _recvmmsg(fd, msgvec, vlen, flags, None)
+    return r if r >= 0 else -(ctypes.get_errno() or _errno.EIO)
+
+
+def sendmmsg(fd: int, msgvec: int, vlen: int, flags: int) -> int:
+    """sendmmsg(2) from the ``mmsghdr`` array at ``msgvec``: datagrams sent, or ``-errno``."""
+    r = _sendmmsg(fd, msgvec, vlen, flags)
+    return r if r >= 0 else -(ctypes.get_errno() or _errno.EIO)

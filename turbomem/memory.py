@@ -10,13 +10,11 @@ unmaps whatever it mapped.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import re
 import weakref
-from pathlib import Path
 
-from . import _sys, numa, smaps
+from . import _sys, numa, procfs
+from .constants import HUGEPAGE_POLICIES
 from .errors import HugePageError, NumaError, OutOfMemoryError
 
 __all__ = [
@@ -32,11 +30,8 @@ __all__ = [
 HUGE_2M = 2 * 1024 * 1024
 # The x86_64 user address space is 128 TiB; nothing bigger can ever be mapped.
 MAX_REGION_BYTES = 2**47
-POLICIES = ("auto", "thp", "none", "hugetlb")
-
-THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-HUGETLB_2M_DIR = Path("/sys/kernel/mm/hugepages/hugepages-2048kB")
-MEMINFO = Path("/proc/meminfo")
+POLICIES = HUGEPAGE_POLICIES
+THP_ENABLED = procfs.THP_DIR / "enabled"  # named in error messages
 
 _PROT_RW = _sys.PROT_READ | _sys.PROT_WRITE
 _MAP_ANON_PRIVATE = _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS
@@ -48,12 +43,7 @@ _MBIND_REFUSALS = {errno.EPERM, errno.ENOSYS, errno.EINVAL, errno.EACCES, errno.
 
 def thp_mode() -> str:
     """``"always"``, ``"madvise"`` or ``"never"``; ``"unavailable"`` without THP support."""
-    try:
-        text = THP_ENABLED.read_text()
-    except OSError:
-        return "unavailable"
-    chosen = re.search(r"\[(\w+)\]", text)
-    return chosen.group(1) if chosen else "unavailable"
+    return procfs.thp_mode()
 
 
 def hugetlb_pages() -> dict:
@@ -62,37 +52,7 @@ def hugetlb_pages() -> dict:
     ``reserved`` pages are promised to existing mappings but not yet faulted,
     so ``free - reserved`` is what a new mapping can still get.
     """
-    names = {
-        "total": "nr_hugepages",
-        "free": "free_hugepages",
-        "reserved": "resv_hugepages",
-        "surplus": "surplus_hugepages",
-    }
-    try:
-        counts = {key: int((HUGETLB_2M_DIR / name).read_text()) for key, name in names.items()}
-        return {**counts, "source": str(HUGETLB_2M_DIR)}
-    except (OSError, ValueError):
-        pass
-    try:
-        meminfo = MEMINFO.read_text()
-    except OSError:
-        return {"total": 0, "free": 0, "reserved": 0, "surplus": 0, "source": "unavailable"}
-
-    def field(name: str) -> int:
-        found = re.search(rf"^{name}:\s*(\d+)", meminfo, re.MULTILINE)
-        return int(found.group(1)) if found else 0
-
-    if field("Hugepagesize") != 2048:
-        # /proc/meminfo only describes the default size, which is not 2 MB here.
-        unknown = "unavailable (default huge page size is not 2 MB)"
-        return {"total": 0, "free": 0, "reserved": 0, "surplus": 0, "source": unknown}
-    return {
-        "total": field("HugePages_Total"),
-        "free": field("HugePages_Free"),
-        "reserved": field("HugePages_Rsvd"),
-        "surplus": field("HugePages_Surp"),
-        "source": str(MEMINFO),
-    }
+    return procfs.hugetlb_pool()._asdict()
 
 
 def _unmap_quietly(addr: int, length: int) -> None:
@@ -235,14 +195,6 @@ def _map_hugetlb(size: int, numa_node: int | None) -> int:
         ) from exc
 
 
-def _hugetlb_node_free(node: int) -> int | None:
-    path = Path(f"/sys/devices/system/node/node{node}/hugepages/hugepages-2048kB/free_hugepages")
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _apply_thp_advice(region: Region, policy: str, mode: str) -> None:
     addr, size = region.addr, region.size
     if policy == "none":
@@ -298,7 +250,7 @@ def _bind_numa(region: Region, explicit_node: int | None) -> None:
 
 def _touch_pages(addr: int, size: int, page_size: int) -> None:
     """Fault every page in by writing one zero byte per page (fresh memory is zero)."""
-    view = memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
+    view = _sys.memory_at(addr, size)
     view[::page_size] = bytes(len(range(0, size, page_size)))
 
 
@@ -326,7 +278,7 @@ def _anon_huge_bytes(region: Region) -> int:
     start, end = region.addr, region.addr + region.size
     return sum(
         min(vma.fields.get("AnonHugePages", 0), min(vma.end, end) - max(vma.start, start))
-        for vma in smaps.mappings_for(start, end)
+        for vma in procfs.mappings_for(start, end)
     )
 
 
@@ -382,7 +334,7 @@ def create_region(
 
     if hugepages == "hugetlb":
         if explicit_node is not None:
-            node_free = _hugetlb_node_free(explicit_node)
+            node_free = procfs.hugetlb_node_free(explicit_node)
             if node_free is not None and node_free < size // HUGE_2M and len(numa.node_ids()) > 1:
                 # Binding would make the first touch on that node SIGBUS.
                 raise HugePageError(

@@ -1,7 +1,8 @@
 """Proof of promotion: what the kernel actually gave a region.
 
 ``/proc/<pid>/smaps`` says, per VMA, how much is backed by transparent huge
-pages (``AnonHugePages``) or hugetlb pages (``Private_Hugetlb`` ...);
+pages (``AnonHugePages``) or hugetlb pages (``Private_Hugetlb`` ...), as
+parsed by :mod:`turbomem.procfs` (the parsers are re-exported here);
 ``move_pages(2)`` in query mode (or ``/proc/<pid>/numa_maps``) says which NUMA
 node each page sits on.  :func:`hugepage_report` puts both together for a
 :class:`turbomem.memory.Region`.
@@ -10,13 +11,11 @@ node each page sits on.  :func:`hugepage_report` puts both together for a
 from __future__ import annotations
 
 import errno
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _sys
 from .errors import SmapsParseError
+from .procfs import Mapping, mappings_for, parse_numa_maps, parse_smaps, read_numa_maps, read_smaps, thp_mode
 
 if TYPE_CHECKING:  # pragma: no cover - import only for annotations
     from .memory import Region
@@ -35,155 +34,6 @@ __all__ = [
 
 # Bigger regions are sampled at evenly spaced pages rather than all queried.
 MAX_SAMPLED_PAGES = 4096
-
-_HEADER = re.compile(
-    r"^([0-9a-fA-F]+)-([0-9a-fA-F]+)\s+(\S{4})\s+([0-9a-fA-F]+)\s+([0-9a-fA-F]+:[0-9a-fA-F]+)\s+(\d+)(?:\s+(.*))?$"
-)
-_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):\s*(.*)$")
-_KB_VALUE = re.compile(r"^(\d+)\s+kB$")
-_INT_VALUE = re.compile(r"^-?\d+$")
-# Keys whose value must be numeric; any other key with a non-numeric value is
-# skipped, so future kernels adding text fields do not break the parser.
-_NUMERIC_KEYS = frozenset(
-    {
-        "Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty", "Pss_Anon",
-        "Pss_File", "Pss_Shmem", "Shared_Clean", "Shared_Dirty", "Private_Clean",
-        "Private_Dirty", "Referenced", "Anonymous", "KSM", "LazyFree", "AnonHugePages",
-        "ShmemPmdMapped", "FilePmdMapped", "Shared_Hugetlb", "Private_Hugetlb", "Swap",
-        "SwapPss", "Locked", "THPeligible", "ProtectionKey",
-    }
-)  # fmt: skip
-
-
-@dataclass
-class Mapping:
-    """One VMA of ``/proc/<pid>/smaps``; ``fields`` holds kB values converted to bytes."""
-
-    start: int
-    end: int
-    perms: str
-    offset: int
-    dev: str
-    inode: int
-    path: str
-    fields: dict[str, int] = field(default_factory=dict)
-    vmflags: list[str] = field(default_factory=list)
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
-
-    @property
-    def is_hugetlb(self) -> bool:
-        return "ht" in self.vmflags or self.fields.get("Private_Hugetlb", 0) + self.fields.get("Shared_Hugetlb", 0) > 0
-
-
-def _parse_error(kind: str, lineno: int, line: str, why: str) -> SmapsParseError:
-    return SmapsParseError(f"{kind} line {lineno}: {why}: {line!r}")
-
-
-def parse_smaps(text: str) -> list[Mapping]:
-    """Parse smaps text; raise :class:`SmapsParseError` naming the bad line."""
-    maps: list[Mapping] = []
-    current: Mapping | None = None
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\n")
-        if not line.strip():
-            continue
-        header = _HEADER.match(line)
-        if header:
-            start, end = int(header.group(1), 16), int(header.group(2), 16)
-            if end < start:
-                raise _parse_error("smaps", lineno, line, "mapping ends before it starts")
-            current = Mapping(
-                start=start,
-                end=end,
-                perms=header.group(3),
-                offset=int(header.group(4), 16),
-                dev=header.group(5),
-                inode=int(header.group(6)),
-                path=(header.group(7) or "").strip(),
-            )
-            maps.append(current)
-            continue
-        kv = _FIELD.match(line)
-        if not kv:
-            raise _parse_error("smaps", lineno, line, "neither a mapping header nor a 'Key: value' field")
-        if current is None:
-            raise _parse_error("smaps", lineno, line, "field before any mapping header")
-        key, value = kv.group(1), kv.group(2).strip()
-        if key == "VmFlags":
-            current.vmflags = value.split()
-            continue
-        kb = _KB_VALUE.match(value)
-        if kb:
-            current.fields[key] = int(kb.group(1)) * 1024
-        elif _INT_VALUE.match(value):
-            current.fields[key] = int(value)
-        elif key in _NUMERIC_KEYS:
-            raise _parse_error("smaps", lineno, line, f"{key} is not a number")
-        # else: an unknown key with a text value, tolerated and ignored.
-    return maps
-
-
-def read_smaps(pid: int | str = "self") -> list[Mapping]:
-    return parse_smaps(Path(f"/proc/{pid}/smaps").read_text())
-
-
-def mappings_for(start: int, end: int, maps: list[Mapping] | None = None) -> list[Mapping]:
-    """The mappings overlapping ``[start, end)``, in address order."""
-    if maps is None:
-        maps = read_smaps()
-    return sorted((m for m in maps if m.start < end and m.end > start), key=lambda m: m.start)
-
-
-_NUMA_NODE = re.compile(r"^N(\d+)$")
-_NUMA_INT_KEYS = frozenset(
-    {"anon", "dirty", "mapped", "mapmax", "swapcache", "active", "writeback", "kernelpagesize_kB"}
-)
-
-
-def parse_numa_maps(text: str) -> dict[int, dict]:
-    """Parse numa_maps text into ``{start: {"policy", "nodes", "kernelpagesize_kB", ...}}``.
-
-    ``nodes`` maps node -> pages (in ``kernelpagesize_kB`` units); bare words
-    such as ``heap``, ``stack`` or ``huge`` go to ``"flags"``; ``file=`` to ``"file"``.
-    """
-    result: dict[int, dict] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        tokens = line.split()
-        if len(tokens) < 2:
-            raise _parse_error("numa_maps", lineno, line, "expected '<address> <policy> ...'")
-        try:
-            start = int(tokens[0], 16)
-        except ValueError:
-            raise _parse_error("numa_maps", lineno, line, f"bad address {tokens[0]!r}") from None
-        entry: dict = {"policy": tokens[1], "nodes": {}, "flags": []}
-        for token in tokens[2:]:
-            key, sep, value = token.partition("=")
-            if not sep:
-                entry["flags"].append(token)
-                continue
-            node = _NUMA_NODE.match(key)
-            if node or key in _NUMA_INT_KEYS:
-                try:
-                    number = int(value)
-                except ValueError:
-                    raise _parse_error("numa_maps", lineno, line, f"{key} is not a number") from None
-                if node:
-                    entry["nodes"][int(node.group(1))] = number
-                else:
-                    entry[key] = number
-            else:
-                entry[key] = value  # file=..., and keys we do not know
-        result[start] = entry
-    return result
-
-
-def read_numa_maps(pid: int | str = "self") -> dict[int, dict]:
-    return parse_numa_maps(Path(f"/proc/{pid}/numa_maps").read_text())
 
 
 def _sample_addresses(addr: int, size: int, page_size: int) -> list[int]:
@@ -254,8 +104,6 @@ def hugepage_report(region: Region) -> dict:
     Raises ``ValueError`` if the region is closed (its address may already
     belong to another mapping).
     """
-    from .memory import thp_mode  # local: memory imports this module
-
     if region.closed:
         raise ValueError(f"hugepage_report() on a closed region (was {region.addr:#x}+{region.size})")
     start, end = region.addr, region.addr + region.size

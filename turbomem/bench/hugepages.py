@@ -175,19 +175,14 @@ class RawRegion:
 
 def smaps_anon_huge(addr: int, size: int) -> Optional[int]:
     """AnonHugePages (bytes) of the mapping(s) overlapping [addr, addr+size)."""
+    from turbomem import procfs
+    from turbomem.errors import SmapsParseError
+
     try:
-        text = open("/proc/self/smaps").read()
-    except OSError:
+        vmas = procfs.mappings_for(addr, addr + size)
+    except (OSError, SmapsParseError):
         return None
-    total, inside = 0, False
-    for line in text.splitlines():
-        head = line.split()[0] if line.split() else ""
-        if "-" in head and not head.endswith(":"):
-            lo, hi = (int(x, 16) for x in head.split("-"))
-            inside = lo < addr + size and hi > addr
-        elif inside and line.startswith("AnonHugePages:"):
-            total += int(line.split()[1]) * 1024
-    return total
+    return sum(vma.fields.get("AnonHugePages", 0) for vma in vmas)
 
 
 def coverage_of(report: Any, size: int) -> Optional[float]:

@@ -10,60 +10,26 @@ import subprocess
 import sys
 from typing import Any, Dict, Optional
 
-
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
+from turbomem import procfs
 
 
 def cpu_model() -> str:
-    text = _read("/proc/cpuinfo") or ""
-    for line in text.splitlines():
-        if line.lower().startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return procfs.cpuinfo_model() or platform.processor() or platform.machine()
 
 
 def hypervisor() -> bool:
-    text = _read("/proc/cpuinfo") or ""
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return " hypervisor" in line
-    return False
-
-
-def _bracketed(text: Optional[str]) -> Optional[str]:
-    """'always [madvise] never' -> 'madvise'."""
-    if not text:
-        return None
-    s = text.strip()
-    if "[" in s and "]" in s:
-        return s[s.index("[") + 1 : s.index("]")]
-    return s
+    return procfs.cpuinfo_has_flag("hypervisor")
 
 
 def thp_mode() -> Dict[str, Optional[str]]:
-    base = "/sys/kernel/mm/transparent_hugepage/"
-    return {
-        "enabled": _bracketed(_read(base + "enabled")),
-        "defrag": _bracketed(_read(base + "defrag")),
-    }
+    """``{"enabled", "defrag"}``: the bracketed THP settings, ``None`` where unreadable."""
+    return procfs.thp_settings()._asdict()
 
 
 def hugetlb_pages() -> Dict[str, int]:
-    """HugePages_Total / HugePages_Free / Hugepagesize (kB) from /proc/meminfo."""
-    out: Dict[str, int] = {}
-    for line in (_read("/proc/meminfo") or "").splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("HugePages_Total", "HugePages_Free", "Hugepagesize", "MemTotal"):
-            try:
-                out[key] = int(rest.split()[0])
-            except (IndexError, ValueError):
-                pass
-    return out
+    """HugePages_Total / HugePages_Free / Hugepagesize (kB) / MemTotal from /proc/meminfo."""
+    info = procfs.meminfo()
+    return {k: info[k] for k in ("HugePages_Total", "HugePages_Free", "Hugepagesize", "MemTotal") if k in info}
 
 
 def load_average() -> Optional[list]:

@@ -3,11 +3,12 @@
 ``run(quick)`` returns rows ``{"name", "packets_per_sec", "ratio", ...}``:
 
 * ``pipeline_naive`` / ``pipeline_fast``: examples/pipeline.py's two modes
-  (turbomem.pipeline) over the same generated pcap; ``ratio`` of the fast
+  (turbomem.packet.pipeline) against its naive twin
+  (turbomem.bench.naive_pipeline) over the same generated pcap; ``ratio`` of the fast
   row is fast / naive.  Both must forward exactly the same packets.
 * ``udp_recv_recvfrom`` / ``udp_recv_burst``: receive path alone (empty a
   queue of N loopback datagrams); ``udp_echo_recvfrom`` / ``udp_echo_burst``:
-  echo server under a load generator (turbomem.udpbench).
+  echo server under a load generator (turbomem.bench.udpbench).
 
 Each measurement is repeated (1 time quick, 3 times otherwise) and the best
 run kept, because these are wall-clock rates on a shared machine.
@@ -38,9 +39,10 @@ def _best(fn, repeats):
 
 def run(quick: bool = False) -> list[dict]:
     import turbomem as tm
-    from turbomem import pktgen
-    from turbomem.pipeline import PcapSource, Pipeline, run_naive
-    from turbomem.udpbench import drain_benchmark, echo_benchmark
+    from turbomem.bench.naive_pipeline import run_naive
+    from turbomem.bench.udpbench import drain_benchmark, echo_benchmark
+    from turbomem.packet import traffic
+    from turbomem.packet.pipeline import PcapSource, Pipeline
 
     repeats = 1 if quick else 3
     n_packets = 30_000 if quick else 200_000
@@ -48,7 +50,7 @@ def run(quick: bool = False) -> list[dict]:
     factory, ring_name = _ring_factory()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.pcap")
-        pktgen.write_pcap(path, pktgen.generate_packets(n_packets, seed=42))
+        traffic.write_pcap(path, traffic.generate_packets(n_packets, seed=42))
         naive = _best(lambda: run_naive(path), repeats)
         rows.append({"name": "pipeline_naive", "packets_per_sec": naive["packets_per_sec"],
                      "ratio": 1.0, "packets": naive["received"],

@@ -10,10 +10,9 @@ import turbomem as tm
 from turbomem import numa
 from turbomem.errors import NumaError, OutOfMemoryError, TurbomemError
 
+from support import maps_count
 
-def maps_count() -> int:
-    with open("/proc/self/maps") as f:
-        return sum(1 for _ in f)
+
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Build packets by hand (Ethernet/VLAN/IPv4/IPv6/TCP/UDP/ICMP) and synthetic pcaps.
+"""Synthetic traffic: packets built by hand (Ethernet/VLAN/SLL/IPv4/IPv6/TCP/UDP/ICMP) and pcaps of them.
 
 Used by the tests, the examples and the pipeline benchmark.  Checksums are
 left at zero: nothing here is meant to be put on a real wire.
@@ -10,7 +10,18 @@ import random
 import socket
 import struct
 
-from turbomem.pcap import PcapWriter
+from turbomem.packet.constants import (
+    ARPHRD_LOOPBACK,
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
+    IPPROTO_ICMP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    LINKTYPE_ETHERNET,
+    TPID_8021Q,
+)
+from turbomem.packet.pcap import PcapWriter
 
 __all__ = [
     "ether", "vlan", "ipv4", "ipv6", "tcp", "udp", "icmp", "icmpv6",
@@ -20,7 +31,7 @@ __all__ = [
 ZERO_MAC = bytes(6)
 
 
-def ether(payload: bytes, ethertype: int = 0x0800, *, src: bytes = ZERO_MAC,
+def ether(payload: bytes, ethertype: int = ETHERTYPE_IPV4, *, src: bytes = ZERO_MAC,
           dst: bytes = ZERO_MAC, tags=()) -> bytes:
     """Ethernet II frame; ``tags`` is a sequence of (tpid, vid) VLAN tags, outer first."""
     head = dst + src
@@ -29,13 +40,13 @@ def ether(payload: bytes, ethertype: int = 0x0800, *, src: bytes = ZERO_MAC,
     return head + struct.pack("!H", ethertype) + payload
 
 
-def vlan(payload: bytes, vid: int, ethertype: int = 0x0800, tpid: int = 0x8100) -> bytes:
+def vlan(payload: bytes, vid: int, ethertype: int = ETHERTYPE_IPV4, tpid: int = TPID_8021Q) -> bytes:
     return ether(payload, ethertype, tags=[(tpid, vid)])
 
 
-def sll(payload: bytes, protocol: int = 0x0800, pkttype: int = 0) -> bytes:
+def sll(payload: bytes, protocol: int = ETHERTYPE_IPV4, pkttype: int = 0) -> bytes:
     """Linux cooked capture v1 header (linktype 113)."""
-    return struct.pack("!HHH8sH", pkttype, 772, 6, bytes(8), protocol) + payload
+    return struct.pack("!HHH8sH", pkttype, ARPHRD_LOOPBACK, 6, bytes(8), protocol) + payload
 
 
 def ipv4(payload: bytes, proto: int, src: str = "127.0.0.1", dst: str = "127.0.0.1", *,
@@ -96,27 +107,27 @@ def generate_packets(count: int, seed: int = 1, *, min_payload: int = 0,
         kind = rng.random()
         sport, dport = rng.randrange(1024, 65535), rng.choice((53, 80, 443, 5353, 9000))
         if kind < 0.40:
-            pkt = ether(ipv4(tcp(sport, dport, body), 6, rng.choice(hosts4), rng.choice(hosts4)))
+            pkt = ether(ipv4(tcp(sport, dport, body), IPPROTO_TCP, rng.choice(hosts4), rng.choice(hosts4)))
         elif kind < 0.70:
-            pkt = ether(ipv4(udp(sport, dport, body), 17, rng.choice(hosts4), rng.choice(hosts4)))
+            pkt = ether(ipv4(udp(sport, dport, body), IPPROTO_UDP, rng.choice(hosts4), rng.choice(hosts4)))
         elif kind < 0.80:
-            pkt = ether(ipv6(udp(sport, dport, body), 17, rng.choice(hosts6), rng.choice(hosts6)),
-                        0x86DD)
+            pkt = ether(ipv6(udp(sport, dport, body), IPPROTO_UDP, rng.choice(hosts6), rng.choice(hosts6)),
+                        ETHERTYPE_IPV6)
         elif kind < 0.88:
-            pkt = ether(ipv6(tcp(sport, dport, body), 6, rng.choice(hosts6), rng.choice(hosts6)),
-                        0x86DD)
+            pkt = ether(ipv6(tcp(sport, dport, body), IPPROTO_TCP, rng.choice(hosts6), rng.choice(hosts6)),
+                        ETHERTYPE_IPV6)
         elif kind < 0.93:
-            pkt = ether(ipv4(icmp(8, 0, body), 1, rng.choice(hosts4), rng.choice(hosts4)))
+            pkt = ether(ipv4(icmp(8, 0, body), IPPROTO_ICMP, rng.choice(hosts4), rng.choice(hosts4)))
         elif kind < 0.97:
-            pkt = vlan(ipv4(udp(sport, dport, body), 17, rng.choice(hosts4), rng.choice(hosts4)),
+            pkt = vlan(ipv4(udp(sport, dport, body), IPPROTO_UDP, rng.choice(hosts4), rng.choice(hosts4)),
                        rng.randrange(1, 4095))
         else:
-            pkt = ether(bytes(28), 0x0806)  # ARP
+            pkt = ether(bytes(28), ETHERTYPE_ARP)
         out.append(pkt)
     return out
 
 
-def write_pcap(path, packets, *, linktype: int = 1, start_ns: int = 1_700_000_000_000_000_000,
+def write_pcap(path, packets, *, linktype: int = LINKTYPE_ETHERNET, start_ns: int = 1_700_000_000_000_000_000,
                step_ns: int = 1000, nanosecond: bool = False, byteorder: str = "=") -> None:
     """Write bytes packets to a pcap file with evenly spaced timestamps."""
     with PcapWriter(path, linktype=linktype, nanosecond=nanosecond, byteorder=byteorder) as w:

@@ -13,19 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from turbomem import _sys, memory, numa, smaps
+from turbomem import _sys, memory, numa, procfs, smaps
 from turbomem.errors import HugePageError, NumaError, OutOfMemoryError, TurbomemError
 from turbomem.memory import HUGE_2M, create_region
+
+from support import maps_count
 
 MB = 1024 * 1024
 THP_USABLE = memory.thp_mode() in ("always", "madvise")
 needs_thp = pytest.mark.skipif(not THP_USABLE, reason=f"THP mode is {memory.thp_mode()!r}")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def maps_line_count() -> int:
-    with open("/proc/self/maps") as maps:
-        return sum(1 for _ in maps)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def is_mapped(addr: int) -> bool:
@@ -76,7 +73,7 @@ def test_size_is_rounded_and_aligned(region_factory):
     assert region.addr % HUGE_2M == 0
     assert not region.closed
     # Exactly one VMA covers the region, starting and ending on its bounds.
-    [vma] = smaps.mappings_for(region.addr, region.addr + region.size)
+    [vma] = procfs.mappings_for(region.addr, region.addr + region.size)
     assert (vma.start, vma.end) == (region.addr, region.addr + region.size)
 
 
@@ -131,7 +128,7 @@ def test_hugetlb_without_reserved_pages_fails_at_creation():
     counts = memory.hugetlb_pages()
     if counts["free"] - counts["reserved"] >= 2:
         pytest.skip(f"2 MB hugetlb pages are reserved here: {counts}")
-    before = maps_line_count()
+    before = maps_count()
     with pytest.raises(HugePageError) as info:
         create_region(4 * MB, hugepages="hugetlb")
     assert info.value.errno == errno.ENOMEM
@@ -139,7 +136,7 @@ def test_hugetlb_without_reserved_pages_fails_at_creation():
     assert "nr_hugepages" in message
     assert "echo " in message and f"{counts['free']} free" in message
     assert isinstance(info.value, OSError) and isinstance(info.value, TurbomemError)
-    assert maps_line_count() == before
+    assert maps_count() == before
 
 
 def test_hugetlb_with_reserved_pages_is_huge(region_factory):
@@ -155,10 +152,10 @@ def test_hugetlb_with_reserved_pages_is_huge(region_factory):
 
 def test_thp_policy_refused_when_thp_disabled(monkeypatch):
     monkeypatch.setattr(memory, "thp_mode", lambda: "never")
-    before = maps_line_count()
+    before = maps_count()
     with pytest.raises(HugePageError, match="'never'"):
         create_region(2 * MB, hugepages="thp")
-    assert maps_line_count() == before
+    assert maps_count() == before
 
 
 def test_auto_accepts_thp_disabled(monkeypatch, region_factory):
@@ -184,10 +181,10 @@ def test_auto_tries_collapse_when_pages_come_back_small(monkeypatch, region_fact
 
 
 def test_unknown_policy_is_rejected_before_mapping():
-    before = maps_line_count()
+    before = maps_count()
     with pytest.raises(ValueError, match="auto, thp, none, hugetlb"):
         create_region(2 * MB, hugepages="giant")
-    assert maps_line_count() == before
+    assert maps_count() == before
 
 
 @pytest.mark.parametrize("nbytes", [0, -1, -(2**40)])
@@ -284,10 +281,10 @@ def test_populate_enomem_is_out_of_memory_and_unmaps(monkeypatch):
         real_madvise(addr, length, advice, advice_name=advice_name)
 
     monkeypatch.setattr(_sys, "madvise", no_memory)
-    before = maps_line_count()
+    before = maps_count()
     with pytest.raises(OutOfMemoryError, match=str(4 * MB)):
         create_region(4 * MB)
-    assert maps_line_count() == before
+    assert maps_count() == before
 
 
 def test_populate_false_leaves_memory_untouched(region_factory):
@@ -325,11 +322,11 @@ def test_forgotten_region_is_unmapped_at_gc():
 def test_2000_regions_leave_maps_flat():
     create_region(2 * MB).close()  # warm up lazily created mappings
     gc.collect()
-    before = maps_line_count()
+    before = maps_count()
     for i in range(2000):
         region = create_region(2 * MB, populate=(i % 10 == 0))
         region.close()
-    assert maps_line_count() == before
+    assert maps_count() == before
 
 
 def test_thp_mode_and_hugetlb_counts():

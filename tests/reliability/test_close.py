@@ -17,7 +17,9 @@ import pytest
 import turbomem as tm
 from turbomem.errors import PoolClosedError
 
-REPO = Path(__file__).resolve().parent.parent
+from support import maps_count
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_call_after_close_is_pool_closed_error():
@@ -164,11 +166,6 @@ def test_close_while_cython_threads_loop_is_refused_or_waits():
     assert len(results) == 4
 
 
-def _maps() -> int:
-    with open("/proc/self/maps") as f:
-        return sum(1 for _ in f)
-
-
 def _rss_kb() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -181,7 +178,7 @@ def test_ten_thousand_pools_leave_maps_and_rss_flat():
     for _ in range(200):  # warm-up: allocator arenas, caches
         tm.Pool(64, 64, populate=False).close()
     gc.collect()
-    maps0, rss0 = _maps(), _rss_kb()
+    maps0, rss0 = maps_count(), _rss_kb()
     for i in range(10_000):
         p = tm.Pool(64, 64, cache_size=8, populate=(i % 50 == 0))
         h = p.get()
@@ -195,7 +192,7 @@ def test_ten_thousand_pools_leave_maps_and_rss_flat():
         else:
             del p  # garbage collection only
     gc.collect()
-    assert _maps() <= maps0 + 4, (_maps(), maps0)
+    assert maps_count() <= maps0 + 4, (maps_count(), maps0)
     assert _rss_kb() <= rss0 + 16 * 1024, (_rss_kb(), rss0)  # MB-scale growth would be a leak
 
 

@@ -12,8 +12,8 @@ import socket
 
 import numpy as np
 
-from turbomem import parse as _parse
-from turbomem.pcap import PcapReader
+from turbomem.packet import parse as _parse
+from turbomem.packet.pcap import PcapReader
 
 __all__ = ["summarize", "format_summary"]
 

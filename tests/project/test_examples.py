@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from turbomem.pktgen import ipv4, udp, write_pcap
+from turbomem.packet.traffic import ipv4, udp, write_pcap
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
@@ -261,8 +261,8 @@ def _example_ring_factory():
 @pytest.mark.parametrize("where", ["sink", "source"])
 def test_pipeline_error_in_a_stage_leaks_nothing(tmp_path, where):
     import turbomem as tm
-    from turbomem.pipeline import CountSink, PcapSource, Pipeline
-    from turbomem.pktgen import generate_packets
+    from turbomem.packet.pipeline import CountSink, PcapSource, Pipeline
+    from turbomem.packet.traffic import generate_packets
 
     path = tmp_path / "p.pcap"
     write_pcap(path, generate_packets(5000, seed=3))

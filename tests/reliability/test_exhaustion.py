@@ -16,7 +16,7 @@ from cy.checks import assert_accounting
 from turbomem import memory
 from turbomem.errors import HugePageError, OutOfMemoryError, PoolEmptyError, TurbomemError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def maps_count() -> int:

@@ -13,7 +13,7 @@ import turbomem as tm
 from cy.checks import assert_accounting
 from turbomem.errors import TurbomemError, UseAfterFreeError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("cache_size", [0, 4, 64])

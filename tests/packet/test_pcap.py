@@ -10,18 +10,12 @@ import pytest
 
 import turbomem as tm
 from turbomem.errors import PoolEmptyError, TurbomemError
-from turbomem.pcap import MAGIC_NSEC, MAGIC_USEC, PcapError, PcapReader, PcapWriter
+from turbomem.packet.pcap import MAGIC_NSEC, MAGIC_USEC, PcapError, PcapReader, PcapWriter
+
+pytestmark = pytest.mark.pool_args(512, 256)  # the leak-checked `pool` fixture (conftest.py)
 
 PACKETS = [bytes([i % 256]) * (10 + 37 * i % 300) for i in range(200)]
 TIMES = [1_700_000_000_123_456_789 + i * 1_000_003 for i in range(200)]
-
-
-@pytest.fixture
-def pool():
-    p = tm.Pool(512, 256)
-    yield p
-    assert p.available == p.capacity, "a handle leaked"
-    p.close()
 
 
 def _read_all(source, pool, **kw):
@@ -213,7 +207,7 @@ def test_large_file_across_buffer_refills(tmp_path, trickle):
 
 
 def test_compiled_record_walk_never_writes_outside_the_pool():
-    from turbomem._core import _pcap_copy_records
+    from turbomem.packet._pcapwalk import copy_records as _pcap_copy_records
 
     record = struct.pack("<IIII", 0, 0, 4, 4) + b"abcd"
     buf = np.frombuffer(record * 3, dtype=np.uint8)

@@ -12,16 +12,10 @@ import numpy as np
 import pytest
 
 import turbomem as tm
-from turbomem import net
+from turbomem.packet import io as net
 from turbomem.errors import PoolEmptyError
 
-
-@pytest.fixture
-def pool():
-    p = tm.Pool(2048, 512)
-    yield p
-    assert p.available == p.capacity, "a handle leaked"
-    p.close()
+pytestmark = pytest.mark.pool_args(2048, 512)  # the leak-checked `pool` fixture (conftest.py)
 
 
 @pytest.fixture

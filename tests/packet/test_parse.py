@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import turbomem as tm
-from turbomem import parse as P
-from turbomem.pipeline import forward_mask, naive_classify
-from turbomem.pktgen import (ether, generate_packets, icmp, icmpv6, ipv4, ipv6, sll, tcp, udp,
+from turbomem.bench.naive_pipeline import naive_classify
+from turbomem.packet import parse as P
+from turbomem.packet.pipeline import forward_mask
+from turbomem.packet.traffic import (ether, generate_packets, icmp, icmpv6, ipv4, ipv6, sll, tcp, udp,
                              vlan)
 
 

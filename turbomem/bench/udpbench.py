@@ -6,7 +6,7 @@ Two measurements, used by examples/udp_echo.py and the pipeline benchmark:
   process, loopback delivers synchronously), then the clock runs while the
   receiver empties the queue.  This isolates the receive path.
 * ``echo``: a load generator in a child process (``python -m
-  turbomem.udpbench client ...``, itself using sendmmsg/recvmmsg and keeping
+  turbomem.bench.udpbench client ...``, itself using sendmmsg/recvmmsg and keeping
   ``window`` datagrams in flight) talks to an echo server in this process;
   the server's packets/s is measured.  Each echoed datagram costs the server
   a kernel send too, which is the same in both modes.
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from turbomem.net import BurstReceiver, BurstSender
+from turbomem.packet.io import BurstReceiver, BurstSender
 
 __all__ = ["drain_benchmark", "echo_benchmark", "serve_burst", "serve_recvfrom", "client"]
 
@@ -213,7 +213,7 @@ def echo_benchmark(mode: str, *, count: int = 100_000, size: int = 64, window: i
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "turbomem.udpbench", "client", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "turbomem.bench.udpbench", "client", str(port),
                              str(count), str(size), str(window)],
                             stdout=subprocess.PIPE, env=env, text=True)
     pool = tm.Pool(2048, 4 * burst) if mode == "burst" else None
@@ -239,6 +239,6 @@ if __name__ == "__main__":
         args = [int(a) for a in sys.argv[2:6]]
         print(json.dumps(client(*args)))
     else:
-        print("usage: python -m turbomem.udpbench client PORT COUNT [SIZE [WINDOW]]",
+        print("usage: python -m turbomem.bench.udpbench client PORT COUNT [SIZE [WINDOW]]",
               file=sys.stderr)
         sys.exit(2)

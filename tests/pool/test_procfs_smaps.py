@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from turbomem import _sys, smaps
+from turbomem import _sys, procfs, smaps
 from turbomem.errors import SmapsParseError, TurbomemError
 
 # Recorded from Linux 6.x, then trimmed; includes a THP-backed anonymous
@@ -60,7 +60,7 @@ VmFlags: rd mr mw me
 
 
 def test_parse_smaps_sample():
-    maps = smaps.parse_smaps(SMAPS_SAMPLE)
+    maps = procfs.parse_smaps(SMAPS_SAMPLE)
     assert [m.path for m in maps] == ["[heap]", "", "/anon_hugepage (deleted)", "/opt/My Data/lib with spaces.so"]
     heap, thp, hugetlb, lib = maps
     assert heap.start == 0x55D4C6A00000 and heap.end == 0x55D4C6A21000
@@ -79,10 +79,10 @@ def test_parse_smaps_sample():
 
 
 def test_mappings_for_selects_overlaps():
-    maps = smaps.parse_smaps(SMAPS_SAMPLE)
-    hits = smaps.mappings_for(0x7F1C2C000000, 0x7F465B000001, maps)
+    maps = procfs.parse_smaps(SMAPS_SAMPLE)
+    hits = procfs.mappings_for(0x7F1C2C000000, 0x7F465B000001, maps)
     assert [m.start for m in hits] == [0x7F1C2A000000, 0x7F465B000000]
-    assert smaps.mappings_for(0x7F1C2E000000, 0x7F465B000000, maps) == []
+    assert procfs.mappings_for(0x7F1C2E000000, 0x7F465B000000, maps) == []
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_mappings_for_selects_overlaps():
 )
 def test_parse_smaps_malformed_names_the_line(text, bad_line):
     with pytest.raises(SmapsParseError) as info:
-        smaps.parse_smaps(text)
+        procfs.parse_smaps(text)
     assert f"line {bad_line}" in str(info.value)
     offending = text.splitlines()[bad_line - 1]
     assert repr(offending) in str(info.value)
@@ -105,7 +105,7 @@ def test_parse_smaps_malformed_names_the_line(text, bad_line):
 
 
 def test_read_smaps_of_this_process():
-    maps = smaps.read_smaps()
+    maps = procfs.read_smaps()
     assert any(m.path == "[stack]" for m in maps)
     assert all("Rss" in m.fields for m in maps)
 
@@ -120,7 +120,7 @@ NUMA_MAPS_SAMPLE = """\
 
 
 def test_parse_numa_maps_sample():
-    entries = smaps.parse_numa_maps(NUMA_MAPS_SAMPLE)
+    entries = procfs.parse_numa_maps(NUMA_MAPS_SAMPLE)
     assert set(entries) == {0x557658449000, 0x7F1C2A000000, 0x7F465B000000, 0x7FFD1E3C5000}
     bound = entries[0x7F1C2A000000]
     assert bound["policy"] == "bind:0"
@@ -145,12 +145,12 @@ def test_parse_numa_maps_sample():
 )
 def test_parse_numa_maps_malformed_names_the_line(text, bad_line):
     with pytest.raises(SmapsParseError, match=f"numa_maps line {bad_line}"):
-        smaps.parse_numa_maps(text)
+        procfs.parse_numa_maps(text)
 
 
 def test_read_numa_maps_of_this_process():
     try:
-        entries = smaps.read_numa_maps()
+        entries = procfs.read_numa_maps()
     except FileNotFoundError:
         pytest.skip("no /proc/self/numa_maps (kernel without NUMA)")
     assert entries
