@@ -46,6 +46,16 @@ extensions = [
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
         libraries=["pthread"],
     ),
+    # Pools and rings in a shared mapping (include/turbomem/shm.h): a module
+    # of its own so the core's hit paths stay untouched.
+    Extension(
+        "turbomem._shm",
+        ["turbomem/_shm.pyx"],
+        include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
+        libraries=["pthread"],
+    ),
     # The packet toolkit's pcap record walk: cimports turbomem._core (found
     # through include_path below) and never includes pool.h itself.
     Extension(

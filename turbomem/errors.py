@@ -18,6 +18,8 @@ __all__ = [
     "NumaError",
     "SmapsParseError",
     "UseAfterFreeError",
+    "SharedFormatError",
+    "RingBusyError",
 ]
 
 
@@ -59,3 +61,13 @@ class SmapsParseError(TurbomemError, ValueError):
 
 class UseAfterFreeError(TurbomemError, RuntimeError):
     """Debug mode found a write into an object while it was free."""
+
+
+class SharedFormatError(TurbomemError, ValueError):
+    """A file or descriptor that is not a valid TurboMem shared pool or ring:
+    foreign, corrupt, truncated, of another layout version, or unsafe to map."""
+
+
+class RingBusyError(TurbomemError, RuntimeError):
+    """A pool ring's producer (or consumer) side is held by another live thread
+    or process: pool rings are single-producer, single-consumer."""
