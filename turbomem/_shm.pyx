@@ -266,6 +266,14 @@ cdef class PoolView(_Mapped):
                 "free_top": self.p.ctl.free_top, "rebuilds": self.p.ctl.rebuilds,
                 "recovered": self.p.ctl.recovered}
 
+    def free_handles(self):
+        """The free array's entries (a snapshot; exact when quiescent)."""
+        self._alive()
+        cdef uint32_t top = self.p.ctl.free_top
+        if top > self.p.capacity:
+            top = self.p.capacity
+        return [self.p.free_arr[i] for i in range(top)]
+
     def ring_state(self, uint32_t r):
         self._alive()
         cdef tm_ring_t *ring = tm_shm_ring(&self.p, r)

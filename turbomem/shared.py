@@ -719,6 +719,34 @@ class SharedPool:
         self._check()
         return self._v.census()
 
+    def audit(self) -> dict:
+        """Check that every object is in exactly one place (the free array,
+        a cache, a ring, or a holder) and that the free array agrees with the
+        owner words.  Exact only while no other process uses the pool."""
+        self._check()
+        c = self._v.census()
+        free = self._v.free_handles()
+        problems = []
+        if len(set(free)) != len(free):
+            problems.append("an object is twice on the free array")
+        if len(free) != c["free"]:
+            problems.append(f"free array holds {len(free)}, owner words say {c['free']} free")
+        bad = [h for h in free if self._v.owner_word(h) != 0]
+        if bad:
+            problems.append(f"{len(bad)} objects on the free array are marked as owned")
+        seen: dict[int, int] = {}
+        for r in range(self.nrings):
+            for h in self._v.ring_handles(r):
+                seen[h] = seen.get(h, 0) + 1
+                if (self._v.owner_word(h) >> 28) != 3:
+                    problems.append(f"handle {h} in ring {r} is not marked as in a ring")
+        if any(v > 1 for v in seen.values()):
+            problems.append("a handle is twice in the rings")
+        total = c["free"] + sum(c["held"].values()) + sum(c["cached"].values()) + sum(c["ring"].values())
+        if total != self.capacity:
+            problems.append(f"owner words account for {total} of {self.capacity} objects")
+        return {"ok": not problems, "problems": problems, "census": c, "in_rings": len(seen)}
+
     @property
     def available(self) -> int:
         c = self.census()
