@@ -9,10 +9,11 @@
  *     of per-object links.  Each cache keeps one empty magazine as a `spare`,
  *     so alternating flushes and refills cost one CAS each (the other half of
  *     the swap stays in the thread);
- *   - a tagged stack of single handles (`objects`): the whole pool when there
- *     is no cache, and otherwise remainders (a drained cache whose length is
- *     not a multiple of mag_size, the tail of a bulk call, or a flush when no
- *     empty magazine is left).
+ *   - a tagged stack of single handles (`objects`): single gets and puts of
+ *     a cache-less pool (its bulk calls use magazines of TM_NOCACHE_MAG), and
+ *     remainders (a drained cache whose length is not a multiple of mag_size,
+ *     the tail of a bulk call, a split magazine, or a flush when no empty
+ *     magazine is left).
  *   Every free object is in exactly one place: a cache, a full magazine, or
  *   the objects stack.  nmags = capacity / mag_size + TM_SPARE_MAGS, so a
  *   flush finds an empty magazine unless many caches hold spares; if none is
@@ -51,9 +52,9 @@
 #include "turbomem/pool.h"
 
 #define TM_SPARE_MAGS 16u
+#define TM_NOCACHE_MAG 32u
 
-/* Owner-only, RELAXED store (no RMW): tm_pool_stats reads it concurrently. */
-#define TM_NET_ADD_(c, d) __atomic_store_n(&(c)->net, (c)->net + (d), __ATOMIC_RELAXED)
+#define TM_NET_ADD_(c, d) TM_NET_ADD(c, d)
 
 /* ---- process-wide registry ------------------------------------------------ */
 
@@ -64,6 +65,11 @@ static uint64_t tm_slot_bits[TM_MAX_THREADS / 64]; /* under tm_registry_lock */
 static pthread_key_t tm_thread_key;
 static pthread_once_t tm_init_once = PTHREAD_ONCE_INIT;
 static int tm_symmetric_ = 1; /* set once in tm_global_init_ (and in a fork child) */
+/* The placeholder in pool->caches[] for "no cache": fast kind NONE, capacity
+ * 0, never written. */
+static tm_cache_t tm_no_cache_;
+#define TM_NOCACHE (&tm_no_cache_)
+#define TM_CLAIM_WORDS (TM_MAX_THREADS / 64 + 1) /* bitmaps indexed by slot + 1 */
 
 #if defined(__SANITIZE_THREAD__)
 #define TM_TSAN 1
@@ -274,6 +280,13 @@ static int tm_cache_refill_(tm_pool_t *p, tm_cache_t *c, uint32_t need, uint32_t
 
 /* ---- slots and caches --------------------------------------------------------- */
 
+/* Which inline path (pool.h) may serve this cache. */
+static uint8_t tm_fast_kind_(const tm_pool_t *p, const tm_cache_t *c) {
+    if (c->symmetric || c->stats || (p->flags & TM_POOL_POISON))
+        return TM_FAST_NONE;
+    return p->cache_size ? TM_FAST_CACHE : TM_FAST_NOCACHE;
+}
+
 static tm_cache_t *tm_cache_new_(tm_pool_t *p) {
     size_t bytes = sizeof(tm_cache_t) + (size_t)p->cache_size * sizeof(uint32_t);
     bytes = (bytes + TM_CACHE_LINE - 1) / TM_CACHE_LINE * TM_CACHE_LINE;
@@ -283,9 +296,9 @@ static tm_cache_t *tm_cache_new_(tm_pool_t *p) {
     memset(c, 0, bytes);
     c->size = p->cache_size;
     c->capacity = p->capacity;
-    c->fast = p->cache_size != 0 && !(p->flags & TM_POOL_POISON);
     c->symmetric = (uint8_t)tm_symmetric_;
     c->stats = (p->flags & TM_POOL_STATS) != 0;
+    c->fast = tm_fast_kind_(p, c);
     c->state = p->state;
     c->spare = TM_NIL;
     return c;
@@ -296,8 +309,8 @@ static tm_cache_t *tm_cache_new_(tm_pool_t *p) {
 static tm_cache_t *tm_pool_cache_(tm_pool_t *p) {
     uint32_t slot1 = tm_thread_slot1_;
     if (TM_LIKELY(slot1)) {
-        tm_cache_t *c = p->caches[slot1 - 1]; /* our own write, or NULL */
-        if (TM_LIKELY(c != NULL))
+        tm_cache_t *c = p->caches[slot1]; /* our own write, or the placeholder */
+        if (TM_LIKELY(c != TM_NOCACHE))
             return c;
     }
     pthread_once(&tm_init_once, tm_global_init_);
@@ -316,10 +329,10 @@ static tm_cache_t *tm_pool_cache_(tm_pool_t *p) {
         }
     }
     if (slot1) {
-        c = p->caches[slot1 - 1];
-        if (!c && (c = tm_cache_new_(p)) != NULL) {
+        c = p->caches[slot1];
+        if (c == TM_NOCACHE && (c = tm_cache_new_(p)) != NULL) {
             /* RELEASE: pairs with the claimants' ACQUIRE load of caches[]. */
-            __atomic_store_n(&p->caches[slot1 - 1], c, __ATOMIC_RELEASE);
+            __atomic_store_n(&p->caches[slot1], c, __ATOMIC_RELEASE);
             if (slot1 > p->slots_hw)
                 /* RELEASE: pairs with the ACQUIRE reads bounding scans. */
                 __atomic_store_n(&p->slots_hw, slot1, __ATOMIC_RELEASE);
@@ -345,18 +358,18 @@ static void tm_cache_enter_wait_(tm_cache_t *c) {
 }
 
 static void tm_thread_exit_(void *slot1) {
-    uint32_t slot = (uint32_t)(uintptr_t)slot1 - 1;
+    uint32_t s1 = (uint32_t)(uintptr_t)slot1;
     pthread_mutex_lock(&tm_registry_lock);
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next) {
-        tm_cache_t *c = p->caches[slot];
-        if (!c)
+        tm_cache_t *c = p->caches[s1];
+        if (c == TM_NOCACHE)
             continue;
         uint32_t retries = 0;
         tm_cache_enter_wait_(c);
         TM_NET_ADD_(c, -(int64_t)tm_cache_drain_(p, c, &retries));
         tm_cache_exit(c);
     }
-    tm_slot_free_(slot);
+    tm_slot_free_(s1 - 1);
     tm_thread_slot1_ = 0;
     pthread_mutex_unlock(&tm_registry_lock);
 }
@@ -368,11 +381,11 @@ static void tm_thread_exit_(void *slot1) {
  * any was claimed; `claimed` marks them. */
 static int tm_claim_caches_(tm_pool_t *p, tm_cache_t *self, int all, uint64_t *claimed, uint32_t hw) {
     int any = 0;
-    for (uint32_t s = 0; s < hw; s++) {
+    for (uint32_t s = 1; s <= hw; s++) {
         /* ACQUIRE: pairs with the RELEASE in tm_pool_cache_. */
         tm_cache_t *c = __atomic_load_n(&p->caches[s], __ATOMIC_ACQUIRE);
         /* RELAXED peek at len: a hint; re-read once the cache is ours. */
-        if (!c || c == self || (!all && __atomic_load_n(&c->len, __ATOMIC_RELAXED) == 0))
+        if (c == TM_NOCACHE || c == self || (!all && __atomic_load_n(&c->len, __ATOMIC_RELAXED) == 0))
             continue;
         /* SEQ_CST: the claimant's half of the Dekker handshake (cache.h). */
         __atomic_store_n(&c->steal, 1, __ATOMIC_SEQ_CST);
@@ -398,14 +411,14 @@ static void tm_claim_release_(tm_cache_t *c) {
  * shared level.  Owners inside a call are left alone (their objects are in
  * use by a running call and come back soon). */
 static void tm_steal_idle_(tm_pool_t *p, tm_cache_t *self, uint32_t *retries) {
-    uint64_t claimed[TM_MAX_THREADS / 64] = {0};
+    uint64_t claimed[TM_CLAIM_WORDS] = {0};
     /* ACQUIRE: pairs with the RELEASE in tm_pool_cache_. */
     uint32_t hw = __atomic_load_n(&p->slots_hw, __ATOMIC_ACQUIRE);
     if (!tm_claim_caches_(p, self, 0, claimed, hw))
         return;
     tm_claim_fence_();
     int64_t moved = 0;
-    for (uint32_t s = 0; s < hw; s++) {
+    for (uint32_t s = 1; s <= hw; s++) {
         if (!(claimed[s / 64] & (1ull << (s % 64))))
             continue;
         tm_cache_t *c = p->caches[s];
@@ -421,24 +434,24 @@ static void tm_fork_prepare_(void) {
     pthread_mutex_lock(&tm_registry_lock);
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next) {
         pthread_mutex_lock(&p->steal_lock);
-        uint64_t claimed[TM_MAX_THREADS / 64] = {0};
+        uint64_t claimed[TM_CLAIM_WORDS] = {0};
         tm_claim_caches_(p, NULL, 1, claimed, p->slots_hw);
     }
     tm_claim_fence_();
     /* Wait until no owner is inside a call: none can enter now (each finds its
      * cache claimed and waits), and a call never blocks while inside. */
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next)
-        for (uint32_t s = 0; s < p->slots_hw; s++) {
+        for (uint32_t s = 1; s <= p->slots_hw; s++) {
             tm_cache_t *c = p->caches[s];
-            while (c && !tm_claim_holds_(c))
+            while (c != TM_NOCACHE && !tm_claim_holds_(c))
                 TM_CPU_RELAX();
         }
 }
 
 static void tm_fork_parent_(void) {
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next) {
-        for (uint32_t s = 0; s < p->slots_hw; s++)
-            if (p->caches[s])
+        for (uint32_t s = 1; s <= p->slots_hw; s++)
+            if (p->caches[s] != TM_NOCACHE)
                 tm_claim_release_(p->caches[s]);
         pthread_mutex_unlock(&p->steal_lock);
     }
@@ -455,12 +468,13 @@ static void tm_fork_child_(void) {
         tm_symmetric_ = 1;
     for (tm_pool_t *p = tm_registry_head; p; p = p->reg_next) {
         uint32_t retries = 0;
-        for (uint32_t s = 0; s < p->slots_hw; s++) {
+        for (uint32_t s = 1; s <= p->slots_hw; s++) {
             tm_cache_t *c = p->caches[s];
-            if (!c)
+            if (c == TM_NOCACHE)
                 continue;
             p->shared_net -= tm_cache_drain_(p, c, &retries);
             c->symmetric = (uint8_t)tm_symmetric_;
+            c->fast = tm_fast_kind_(p, c);
             c->in_call = 0;
             c->steal = 0;
         }
@@ -492,8 +506,10 @@ int tm_pool_create(tm_pool_t **out, uint32_t capacity, uint32_t cache_size,
     if (!p)
         return TM_ENOMEM;
     memset(p, 0, sizeof *p);
-    uint32_t M = tm_cache_half_of(cache_size) * (cache_size != 0);
-    uint32_t nmags = M ? capacity / M + TM_SPARE_MAGS : 0;
+    /* Magazines of half a cache; without a cache, of TM_NOCACHE_MAG handles
+     * for bulk calls (single gets and puts use the objects stack). */
+    uint32_t M = cache_size ? tm_cache_half_of(cache_size) : TM_NOCACHE_MAG;
+    uint32_t nmags = capacity / M + TM_SPARE_MAGS;
     p->links = malloc((size_t)capacity * sizeof(uint32_t));
     p->state = (flags & TM_POOL_UNCHECKED) ? NULL : calloc(capacity, 1); /* all TM_FREE */
     p->mags = nmags ? malloc((size_t)nmags * M * sizeof(uint32_t)) : NULL;
@@ -515,11 +531,13 @@ int tm_pool_create(tm_pool_t **out, uint32_t capacity, uint32_t cache_size,
     p->stride = stride;
     p->obj_size = obj_size;
     pthread_mutex_init(&p->steal_lock, NULL);
+    for (uint32_t s = 0; s <= TM_MAX_THREADS; s++)
+        p->caches[s] = TM_NOCACHE;
 
     /* Not shared yet: plain stores.  Handles 0 .. F*M-1 fill magazines 0 .. F-1
      * (magazine k hands out kM first), the rest go on the objects stack in
      * order; the remaining magazines are empty. */
-    uint32_t F = M ? capacity / M : 0, inmags = F * M;
+    uint32_t F = capacity / M, inmags = F * M;
     tm_stack_init(&p->objects, p->links, capacity);
     for (uint32_t i = inmags; i + 1 < capacity; i++)
         p->links[i] = i + 1;
@@ -563,8 +581,9 @@ void tm_pool_destroy(tm_pool_t *p) {
     if (p->reg_next)
         p->reg_next->reg_prev = p->reg_prev;
     pthread_mutex_unlock(&tm_registry_lock);
-    for (uint32_t s = 0; s < p->slots_hw; s++)
-        free(p->caches[s]);
+    for (uint32_t s = 1; s <= p->slots_hw; s++)
+        if (p->caches[s] != TM_NOCACHE)
+            free(p->caches[s]);
     pthread_mutex_destroy(&p->steal_lock);
     free(p->links);
     free(p->state);
@@ -636,14 +655,19 @@ static int tm_takeback_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *
 
 /* ---- the general get / put ---------------------------------------------------- */
 
-static void tm_stats_add_(tm_cache_t *c, uint64_t gets, uint64_t puts, uint32_t retries) {
+/* TM_POOL_STATS: one call; a hit when only the cache was touched. */
+static void tm_stats_call_(tm_cache_t *c, uint64_t gets, uint64_t puts, uint32_t retries, int hit) {
     if (c && c->stats) {
         TM_STAT_ADD(c->gets, gets);
         TM_STAT_ADD(c->puts, puts);
-        TM_STAT_ADD(c->misses, 1);
+        if (hit)
+            TM_STAT_ADD(c->hits, 1);
+        else
+            TM_STAT_ADD(c->misses, 1);
         TM_STAT_ADD(c->cas_retries, retries);
     }
 }
+#define tm_stats_add_(c, g, pu, r) tm_stats_call_(c, g, pu, r, 0)
 
 /* Threads without a cache, and the last resort of every get: under the
  * steal_lock (see the header comment: this is what keeps fork exact). */
@@ -660,7 +684,33 @@ static int tm_get_locked_(tm_pool_t *p, tm_cache_t *self, uint32_t *out, uint32_
     return ok;
 }
 
+/* The cache-less pool's single get and put: one CAS on the objects stack,
+ * inside a call (so that fork never sees an object moved but not counted). */
+static inline int tm_nocache_get1_(tm_pool_t *p, tm_cache_t *c, uint32_t *out) {
+    uint32_t retries = 0, h;
+    int ok = tm_stack_pop(&p->objects, &h, &retries);
+    if (TM_UNLIKELY(!ok)) /* the single handles ran out: split a magazine */
+        ok = tm_shared_get_(p, c, &h, 1, &retries);
+    if (TM_LIKELY(ok)) {
+        TM_NET_ADD_(c, 1);
+        *out = h;
+    }
+    tm_cache_exit(c);
+    if (TM_UNLIKELY(c->stats))
+        tm_stats_add_(c, ok, 0, retries);
+    if (ok && p->state) /* RELAXED: see pool.h */
+        __atomic_store_n(&p->state[h], TM_IN_USE, __ATOMIC_RELAXED);
+    return ok ? TM_OK : TM_EEMPTY;
+}
+
 int tm_pool_get_slow_(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
+    uint32_t slot1 = tm_thread_slot1_;
+    tm_cache_t *c0 = p->caches[slot1];
+    if (c0 != TM_NOCACHE && c0->size == 0 && n == 1 && !(p->flags & TM_POOL_POISON)) {
+        if (tm_cache_enter(c0))
+            return tm_nocache_get1_(p, c0, out);
+        tm_cache_exit(c0);
+    }
     if (TM_UNLIKELY(n == 0))
         return TM_OK;
     if (TM_UNLIKELY(n > p->capacity))
@@ -678,16 +728,17 @@ int tm_pool_get_slow_(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
     }
     tm_cache_enter_wait_(c);
     if (c->size == 0) {
-        /* No cache: one all-or-nothing CAS on the objects stack; there is
-         * nothing to steal.  Inside a call all the same, so that fork never
-         * sees the object taken but not yet counted. */
-        int got1 = tm_stack_pop_bulk(&p->objects, out, n, &retries);
+        /* No cache: whole magazines and single handles from the shared level
+         * (all or nothing); there is nothing to steal.  Inside a call all the
+         * same, so that fork never sees objects taken but not yet counted. */
+        int got1 = tm_shared_get_(p, c, out, n, &retries);
         if (got1)
             TM_NET_ADD_(c, (int64_t)n);
         tm_cache_exit(c);
         tm_stats_add_(c, got1 ? n : 0, 0, retries);
         return got1 ? tm_handout_(p, out, n, bad) : TM_EEMPTY;
     }
+    const int64_t net0 = c->net; /* unchanged at the end: the cache alone served */
     uint32_t M = p->mag_size, got = 0;
     /* Whole magazines straight to the caller while the cache cannot serve. */
     while (n - got >= M && n - got > c->len && tm_shared_get_mag_(p, c, out + got, &retries))
@@ -712,11 +763,38 @@ int tm_pool_get_slow_(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
         if (ok)
             TM_NET_ADD_(c, (int64_t)n); /* we are the owner: nobody else writes net */
     }
-    tm_stats_add_(c, ok ? n : 0, 0, retries);
+    tm_stats_call_(c, ok ? n : 0, 0, retries, ok && c->net == net0);
     return ok ? tm_handout_(p, out, n, bad) : TM_EEMPTY;
 }
 
 int tm_pool_put_slow_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
+    uint32_t slot1 = tm_thread_slot1_;
+    tm_cache_t *c0 = p->caches[slot1];
+    if (c0 != TM_NOCACHE && c0->size == 0 && n == 1 && !(p->flags & TM_POOL_POISON)) {
+        /* The cache-less single put: check, then one CAS inside a call. */
+        uint32_t h = hs[0], retries;
+        if (TM_UNLIKELY(h >= p->capacity)) {
+            if (bad)
+                *bad = 0;
+            return TM_ERANGE;
+        }
+        if (p->state) {
+            /* RELAXED: see pool.h */
+            if (TM_UNLIKELY(__atomic_load_n(&p->state[h], __ATOMIC_RELAXED) != TM_IN_USE)) {
+                if (bad)
+                    *bad = 0;
+                return TM_EDOUBLEFREE;
+            }
+            __atomic_store_n(&p->state[h], TM_FREE, __ATOMIC_RELAXED);
+        }
+        tm_cache_enter_wait_(c0);
+        retries = tm_stack_push(&p->objects, h);
+        TM_NET_ADD_(c0, -1);
+        tm_cache_exit(c0);
+        if (TM_UNLIKELY(c0->stats))
+            tm_stats_add_(c0, 0, 1, retries);
+        return TM_OK;
+    }
     if (n == 0)
         return TM_OK;
     int rc = tm_takeback_(p, hs, n, bad);
@@ -737,12 +815,13 @@ int tm_pool_put_slow_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *ba
     }
     tm_cache_enter_wait_(c);
     if (c->size == 0) {
-        retries += tm_stack_push_bulk(&p->objects, hs, n); /* one CAS */
+        tm_shared_put_(p, c, hs, n, &retries); /* magazines, then single handles */
         TM_NET_ADD_(c, -(int64_t)n);
         tm_cache_exit(c);
         tm_stats_add_(c, 0, n, retries);
         return TM_OK;
     }
+    const int64_t net0 = c->net; /* unchanged at the end: the cache alone took them */
     uint32_t M = p->mag_size, i = 0;
     /* Whole magazines straight from the caller while they would not fit. */
     while (n - i >= M && c->len + (n - i) > c->size) {
@@ -765,8 +844,12 @@ int tm_pool_put_slow_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *ba
         TM_SET_LEN(c, len + rest);
     }
     tm_cache_exit(c);
-    tm_stats_add_(c, 0, n, retries);
+    tm_stats_call_(c, 0, n, retries, c->net == net0);
     return TM_OK;
+}
+
+int tm_pool_put1_slow_(tm_pool_t *p, uint32_t h) {
+    return tm_pool_put_slow_(p, &h, 1, NULL);
 }
 
 /* ---- accounting ------------------------------------------------------------ */
@@ -780,9 +863,9 @@ void tm_pool_stats(tm_pool_t *p, tm_pool_stats_t *st) {
     st->cas_retries = __atomic_load_n(&p->uncached_retries, __ATOMIC_RELAXED);
     /* ACQUIRE: pairs with the RELEASE in tm_pool_cache_. */
     uint32_t hw = __atomic_load_n(&p->slots_hw, __ATOMIC_ACQUIRE);
-    for (uint32_t s = 0; s < hw; s++) {
+    for (uint32_t s = 1; s <= hw; s++) {
         tm_cache_t *c = __atomic_load_n(&p->caches[s], __ATOMIC_ACQUIRE);
-        if (!c)
+        if (c == TM_NOCACHE)
             continue;
         uint32_t len = __atomic_load_n(&c->len, __ATOMIC_RELAXED);
         st->threads++;

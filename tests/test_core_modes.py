@@ -336,7 +336,18 @@ CAP = 40
 
 class ModeMachine(RuleBasedStateMachine):
     """Model: `held` is the set of handed-out handles.  Unchecked pools only
-    get valid returns (their contract); checked pools also get bad ones."""
+    get valid returns (their contract); checked pools also get bad ones.
+
+    Which handles a get returns depends on thread timing (an exited thread's
+    cache comes back when its pthread ends), so rules draw positions in the
+    sorted held set, never handle values: the draws stay reproducible."""
+
+    def _pick(self, data, min_size=0):
+        base = sorted(self.held)
+        if not base:
+            return []
+        idx = data.draw(st.lists(st.integers(0, CAP - 1), unique=True, min_size=min_size))
+        return sorted({base[i % len(base)] for i in idx})
 
     checked = True
 
@@ -373,12 +384,14 @@ class ModeMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def put(self, data):
-        choices = [st.integers(CAP, CAP + 3)]
-        if self.held:
-            choices.append(st.sampled_from(sorted(self.held)))
-        if self.checked:
-            choices.append(st.integers(0, CAP - 1))
-        h = data.draw(st.one_of(*choices))
+        kind = data.draw(st.sampled_from(["held", "range", "any"]))
+        pos = data.draw(st.integers(0, CAP + 3))
+        if kind == "held" and self.held:
+            h = sorted(self.held)[pos % len(self.held)]
+        elif kind == "any" and self.checked:
+            h = pos % CAP
+        else:
+            h = CAP + pos % 4
         try:
             self.pool.put(h)
         except DoubleFreeError:
@@ -392,7 +405,7 @@ class ModeMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), bad=st.sampled_from([None, "range", "free", "dup"]))
     def put_bulk(self, data, bad):
-        items = data.draw(st.lists(st.sampled_from(sorted(self.held)), unique=True)) if self.held else []
+        items = self._pick(data)
         if bad == "range":
             items = items + [CAP + 2]
         elif bad == "free" and self.checked and len(self.held) < CAP:
@@ -414,9 +427,9 @@ class ModeMachine(RuleBasedStateMachine):
     def put_from_other_thread(self, data):
         """Objects returned by another (short-lived) thread land in its cache
         and come back when it exits."""
-        if not self.held:
+        items = self._pick(data, min_size=1)
+        if not items:
             return
-        items = data.draw(st.lists(st.sampled_from(sorted(self.held)), unique=True, min_size=1))
         t = threading.Thread(target=self.pool.put_bulk, args=(np.array(items, dtype=np.uint32),))
         t.start()
         t.join()

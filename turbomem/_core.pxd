@@ -74,6 +74,7 @@ cdef class Pool:
     cdef readonly bint debug
     cdef readonly bint checked
     cdef readonly bint keeps_stats
+    cdef list _ints
     cdef char *_base
     cdef object _region
     cdef _MemoryState _memory
@@ -85,6 +86,7 @@ cdef class Pool:
     cdef int _enter_nogil(self) except -1
     cdef void _leave_nogil(self)
     cdef void _destroy_core(self)
+    cdef object _first_int(self, uint32_t h)
 
 
 cdef class _MemoryState:

@@ -21,6 +21,8 @@ class Pool:
     stride: int
     cache_size: int
     debug: bool
+    checked: bool
+    keeps_stats: bool
 
     def __init__(
         self,
@@ -33,6 +35,8 @@ class Pool:
         numa_node: int | None = None,
         populate: bool = True,
         debug: bool | None = None,
+        checked: bool = True,
+        stats: bool = False,
     ) -> None: ...
     def get(self) -> int: ...
     def try_get(self) -> int: ...

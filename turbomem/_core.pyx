@@ -61,6 +61,8 @@ MAX_THREADS = TM_MAX_THREADS
 # Bulk calls at least this large release the GIL: a release costs ~60 ns,
 # worth it only when the C work is several times that.
 DEF NOGIL_BULK_MIN = 1024
+# Pools up to this capacity intern their handles' ints for get() (<= 1.8 MB).
+DEF INT_TABLE_MAX = 65536
 
 
 # ---------------------------------------------------------------- errors ----
@@ -188,6 +190,7 @@ cdef class Pool:
 
     def __cinit__(self, *args, **kwargs):
         self._c = NULL
+        self._ints = None
         self._closed = True  # until __init__ finishes
         self._busy = 0
 
@@ -343,7 +346,9 @@ cdef class Pool:
         cdef int rc = tm_pool_get(self._c, &h)
         if rc != TM_OK:
             _raise_for(rc, self, h)
-        return h
+        if self._ints is not None:
+            return self._ints[h]  # a shared int: no allocation per get
+        return self._first_int(h)
 
     def try_get(self):
         """One handle, or -1 when nothing is free (no exception cost)."""
@@ -352,10 +357,21 @@ cdef class Pool:
             raise _closed_error(self)
         cdef int rc = tm_pool_get(self._c, &h)
         if rc == TM_OK:
-            return h
+            if self._ints is not None:
+                return self._ints[h]
+            return self._first_int(h)
         if rc == TM_EEMPTY:
             return -1
         _raise_for(rc, self, h)
+
+    cdef object _first_int(self, uint32_t h):
+        """The handle as a Python int.  Pools of at most INT_TABLE_MAX objects
+        build a table of their handles' ints on the first single get (it costs
+        28 bytes per handle), so that get() hands out a shared int instead of
+        allocating one per call, as a deque free list hands out its objects."""
+        if self.capacity <= INT_TABLE_MAX:
+            self._ints = list(range(self.capacity))
+        return h
 
     def put(self, h):
         """Return one handle.  InvalidHandleError / DoubleFreeError on misuse."""

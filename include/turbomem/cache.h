@@ -54,9 +54,9 @@ typedef struct tm_cache {
     uint32_t len;       /* objects held in objs[] */
     uint32_t size;      /* most objects held (0: caching disabled) */
     uint32_t in_call;   /* owner is inside a pool call */
-    uint32_t steal;     /* a claimant holds this cache */
+    uint32_t pad2_;     /* (steal is on the next line: see there) */
     uint32_t capacity;  /* the pool's, for the put range check */
-    uint8_t fast;       /* size != 0 and not POISON: the inline paths may run */
+    uint8_t fast;       /* which inline path may run (TM_FAST_*), else pool.c */
     uint8_t symmetric;  /* SEQ_CST handshake (no membarrier) */
     uint8_t stats;      /* TM_POOL_STATS: keep per-call counters */
     uint8_t pad0_;
@@ -70,11 +70,24 @@ typedef struct tm_cache {
     uint64_t gets, puts;       /* objects handed out / taken back */
     uint64_t hits, misses;     /* calls served by the cache alone / not */
     uint64_t cas_retries;      /* failed CAS attempts on the shared level */
+    /* A claimant holds this cache.  On its own line, away from in_call:
+     * loading it right after storing in_call in the same line cost the hit
+     * path 1.5 ns per get+put (tests/c `make bench`: 4.45 -> 3.0 ns). */
+    uint32_t steal TM_ALIGNED(TM_CACHE_LINE);
     uint32_t objs[] TM_ALIGNED(TM_CACHE_LINE); /* `size` entries */
 } tm_cache_t;
 
+/* tm_cache_t.fast: the inline paths in pool.h run only in the common
+ * configuration (asymmetric handshake, no per-call statistics, no poison);
+ * everything else takes the compiled paths in pool.c, which do it all. */
+#define TM_FAST_NONE 0
+#define TM_FAST_CACHE 1   /* a cache: the hit path */
+#define TM_FAST_NOCACHE 2 /* cache_size 0: one CAS on the objects stack */
+
 #define TM_STAT_ADD(field, n) __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
 #define TM_SET_LEN(c, n) __atomic_store_n(&(c)->len, (n), __ATOMIC_RELAXED)
+/* Owner-only, RELAXED store (no RMW): tm_pool_stats reads it concurrently. */
+#define TM_NET_ADD(c, d) __atomic_store_n(&(c)->net, (c)->net + (d), __ATOMIC_RELAXED)
 
 /* Owner entry.  Returns 1 if the owner may use its cache for this call, 0 if
  * a claimant holds it (the owner must then tm_cache_exit and wait). */
@@ -89,6 +102,18 @@ static inline int tm_cache_enter(tm_cache_t *c) {
         __atomic_store_n(&c->in_call, 1, __ATOMIC_SEQ_CST);
         return __atomic_load_n(&c->steal, __ATOMIC_SEQ_CST) == 0;
     }
+    /* RELAXED + compiler barrier: the claimant's membarrier supplies the fence. */
+    __atomic_store_n(&c->in_call, 1, __ATOMIC_RELAXED);
+    TM_COMPILER_BARRIER();
+    /* ACQUIRE: pairs with the claimant's RELEASE of steal = 0 (we then see len). */
+    return __atomic_load_n(&c->steal, __ATOMIC_ACQUIRE) == 0;
+}
+
+/* tm_cache_enter for a cache known to be in asymmetric mode (fast != NONE). */
+static inline int tm_cache_enter_asym(tm_cache_t *c) {
+#ifdef TM_BENCH_NO_HANDSHAKE
+    return 1;
+#endif
     /* RELAXED + compiler barrier: the claimant's membarrier supplies the fence. */
     __atomic_store_n(&c->in_call, 1, __ATOMIC_RELAXED);
     TM_COMPILER_BARRIER();

@@ -74,6 +74,10 @@ enum { TM_FREE = 0, TM_IN_USE = 1 };
 
 /* Symbols shared between pool.c and the inline paths, not for callers. */
 #define TM_INTERNAL __attribute__((visibility("hidden")))
+/* The hit paths must be inlined at every call site: out of line they cost a
+ * call and a spill of the handle (gcc stops inlining them on its own once the
+ * cache-less branch is there). */
+#define TM_HIT_PATH static inline __attribute__((always_inline))
 
 typedef struct tm_pool tm_pool_t;
 
@@ -85,7 +89,7 @@ struct tm_pool {
     tm_stack_t empty;       /* magazines holding nothing (same links: one stack at a time) */
     uint32_t capacity;
     uint32_t cache_size;
-    uint32_t mag_size;      /* handles per magazine: half the cache (0: no cache) */
+    uint32_t mag_size;      /* handles per magazine: half the cache (32 without one) */
     uint32_t nmags;
     unsigned flags;
     uint8_t *state;         /* checked mode: TM_FREE / TM_IN_USE per object */
@@ -94,13 +98,17 @@ struct tm_pool {
     uint32_t *mag_links;    /* full.next == empty.next */
     unsigned char *base;    /* object memory, touched only in POISON mode */
     size_t stride, obj_size;
-    uint32_t slots_hw;      /* 1 + highest slot with a cache; RELEASE/ACQUIRE */
+    uint32_t slots_hw;      /* highest caches[] index in use (slot + 1); RELEASE/ACQUIRE */
     /* Rare paths only (atomic RMW): steals, threads without a slot. */
     int64_t shared_net TM_ALIGNED(TM_CACHE_LINE);
     uint64_t uncached_gets, uncached_puts, uncached_retries;
     pthread_mutex_t steal_lock; /* one claimant at a time (slow path only) */
     tm_pool_t *reg_next, *reg_prev;     /* registry list, under the registry lock */
-    tm_cache_t *caches[TM_MAX_THREADS]; /* slot -> cache; written under the registry lock */
+    /* Indexed by slot + 1, written under the registry lock.  Never NULL:
+     * entry 0 (threads without a slot) and slots without a cache point to one
+     * shared placeholder whose fast kind is NONE, so the hit path loads its
+     * cache with no test at all. */
+    tm_cache_t *caches[TM_MAX_THREADS + 1];
 };
 
 typedef struct tm_pool_stats {
@@ -128,42 +136,37 @@ int tm_pool_is_in_use(tm_pool_t *p, uint32_t h);
 /* The general paths (everything the inline paths do not finish). */
 TM_INTERNAL int tm_pool_get_slow_(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad);
 TM_INTERNAL int tm_pool_put_slow_(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad);
+TM_INTERNAL int tm_pool_put1_slow_(tm_pool_t *p, uint32_t h);
 TM_INTERNAL extern __thread uint32_t tm_thread_slot1_
     __attribute__((tls_model("initial-exec"))); /* slot + 1; 0 = none yet */
 
 /* ---- inline hit paths ----------------------------------------------------- */
 
-/* This thread's cache for p if it exists and may take the inline paths. */
-static inline tm_cache_t *tm_pool_fast_cache_(tm_pool_t *p) {
-    uint32_t slot1 = tm_thread_slot1_;
-    if (TM_UNLIKELY(slot1 == 0))
-        return NULL;
-    tm_cache_t *c = p->caches[slot1 - 1]; /* our own write, or NULL */
-    return TM_LIKELY(c != NULL && c->fast) ? c : NULL;
+/* This thread's cache for p, or the placeholder (fast kind NONE). */
+TM_HIT_PATH tm_cache_t *tm_pool_my_cache_(tm_pool_t *p) {
+    return p->caches[tm_thread_slot1_]; /* our own write, or the placeholder */
 }
 
 /* Get exactly n objects (n >= 1) or none: TM_OK, TM_EEMPTY, or TM_EPOISON
  * (debug mode; the objects were handed out, *bad says which one). */
-static inline int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
-    tm_cache_t *c = tm_pool_fast_cache_(p);
-    if (TM_LIKELY(c != NULL)) {
-        if (TM_LIKELY(tm_cache_enter(c))) {
+TM_HIT_PATH int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
+    tm_cache_t *c = tm_pool_my_cache_(p);
+    if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
+        if (TM_LIKELY(tm_cache_enter_asym(c))) {
             uint32_t len = c->len;
             if (TM_LIKELY(n <= len && n != 0)) {
                 /* The hottest n, one block copy (order within a bulk is free). */
-                memcpy(out, c->objs + len - n, (size_t)n * sizeof(uint32_t));
+                const uint32_t *src = c->objs + len - n;
+                memcpy(out, src, (size_t)n * sizeof(uint32_t));
                 TM_SET_LEN(c, len - n);
                 uint8_t *state = c->state;
                 if (state)
+                    /* From src, not out: out was just written by wide stores. */
                     for (uint32_t i = 0; i < n; i++)
                         /* RELAXED: only the holder of a handle writes its byte;
                          * handing over goes through the shared level's
                          * RELEASE/ACQUIRE or stays in this thread. */
-                        __atomic_store_n(&state[out[i]], TM_IN_USE, __ATOMIC_RELAXED);
-                if (TM_UNLIKELY(c->stats)) {
-                    TM_STAT_ADD(c->hits, 1);
-                    TM_STAT_ADD(c->gets, n);
-                }
+                        __atomic_store_n(&state[src[i]], TM_IN_USE, __ATOMIC_RELAXED);
                 tm_cache_exit(c);
                 return TM_OK;
             }
@@ -173,30 +176,43 @@ static inline int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, u
     return tm_pool_get_slow_(p, out, n, bad);
 }
 
-static inline int tm_pool_get_bulk(tm_pool_t *p, uint32_t *out, uint32_t n) {
+TM_HIT_PATH int tm_pool_get_bulk(tm_pool_t *p, uint32_t *out, uint32_t n) {
     return tm_pool_get_bulk_ex(p, out, n, NULL);
 }
 
-static inline int tm_pool_get(tm_pool_t *p, uint32_t *out) {
-    tm_cache_t *c = tm_pool_fast_cache_(p);
-    if (TM_LIKELY(c != NULL)) {
-        if (TM_LIKELY(tm_cache_enter(c))) {
-            uint32_t len = c->len;
-            if (TM_LIKELY(len != 0)) {
-                uint32_t h = c->objs[len - 1];
-                TM_SET_LEN(c, len - 1);
-                if (c->state) /* RELAXED: see tm_pool_get_bulk_ex */
-                    __atomic_store_n(&c->state[h], TM_IN_USE, __ATOMIC_RELAXED);
-                if (TM_UNLIKELY(c->stats)) {
-                    TM_STAT_ADD(c->hits, 1);
-                    TM_STAT_ADD(c->gets, 1);
+TM_HIT_PATH int tm_pool_get(tm_pool_t *p, uint32_t *out) {
+    tm_cache_t *c = tm_pool_my_cache_(p);
+    {
+        if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
+            if (TM_LIKELY(tm_cache_enter_asym(c))) {
+                uint32_t len = c->len;
+                if (TM_LIKELY(len != 0)) {
+                    uint32_t h = c->objs[len - 1];
+                    TM_SET_LEN(c, len - 1);
+                    if (c->state) /* RELAXED: see tm_pool_get_bulk_ex */
+                        __atomic_store_n(&c->state[h], TM_IN_USE, __ATOMIC_RELAXED);
+                    tm_cache_exit(c);
+                    *out = h;
+                    return TM_OK;
                 }
-                tm_cache_exit(c);
-                *out = h;
-                return TM_OK;
             }
+            tm_cache_exit(c);
+        } else if (c->fast == TM_FAST_NOCACHE) {
+            /* No cache: one CAS on the objects stack, inside a call (so that
+             * fork never sees an object taken but not yet counted). */
+            if (TM_LIKELY(tm_cache_enter_asym(c))) {
+                uint32_t h, retries = 0;
+                if (TM_LIKELY(tm_stack_pop(&p->objects, &h, &retries))) {
+                    TM_NET_ADD(c, 1);
+                    tm_cache_exit(c);
+                    if (c->state) /* RELAXED: see tm_pool_get_bulk_ex */
+                        __atomic_store_n(&c->state[h], TM_IN_USE, __ATOMIC_RELAXED);
+                    *out = h;
+                    return TM_OK;
+                }
+            }
+            tm_cache_exit(c);
         }
-        tm_cache_exit(c);
     }
     return tm_pool_get_slow_(p, out, 1, NULL);
 }
@@ -205,10 +221,10 @@ static inline int tm_pool_get(tm_pool_t *p, uint32_t *out) {
  * first: on TM_ERANGE / TM_EDOUBLEFREE nothing is returned and *bad (if not
  * NULL) is the index of the offending entry (a handle repeated within hs is a
  * double free).  Unchecked mode trusts the caller. */
-static inline int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
-    tm_cache_t *c = tm_pool_fast_cache_(p);
-    if (TM_LIKELY(c != NULL)) {
-        if (TM_LIKELY(tm_cache_enter(c))) {
+TM_HIT_PATH int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
+    tm_cache_t *c = tm_pool_my_cache_(p);
+    if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
+        if (TM_LIKELY(tm_cache_enter_asym(c))) {
             uint32_t len = c->len;
             if (TM_LIKELY(len + n <= c->size)) {
                 uint8_t *state = c->state;
@@ -233,10 +249,6 @@ static inline int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n,
                 }
                 memcpy(c->objs + len, hs, (size_t)n * sizeof(uint32_t));
                 TM_SET_LEN(c, len + n);
-                if (TM_UNLIKELY(c->stats)) {
-                    TM_STAT_ADD(c->hits, 1);
-                    TM_STAT_ADD(c->puts, n);
-                }
                 tm_cache_exit(c);
                 return TM_OK;
             }
@@ -246,30 +258,40 @@ static inline int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n,
     return tm_pool_put_slow_(p, hs, n, bad);
 }
 
-static inline int tm_pool_put(tm_pool_t *p, uint32_t h) {
-    tm_cache_t *c = tm_pool_fast_cache_(p);
-    if (TM_LIKELY(c != NULL && h < c->capacity)) {
-        if (TM_LIKELY(tm_cache_enter(c))) {
-            uint32_t len = c->len;
-            uint8_t *state = c->state;
-            if (TM_LIKELY(len < c->size) &&
-                /* RELAXED: see tm_pool_get_bulk_ex. */
-                (!state || __atomic_load_n(&state[h], __ATOMIC_RELAXED) == TM_IN_USE)) {
+TM_HIT_PATH int tm_pool_put(tm_pool_t *p, uint32_t h) {
+    tm_cache_t *c = tm_pool_my_cache_(p);
+    if (TM_LIKELY(h < c->capacity)) { /* the placeholder's capacity is 0 */
+        uint8_t *state = c->state;
+        if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
+            if (TM_LIKELY(tm_cache_enter_asym(c))) {
+                uint32_t len = c->len;
+                if (TM_LIKELY(len < c->size) &&
+                    /* RELAXED: see tm_pool_get_bulk_ex. */
+                    (!state || __atomic_load_n(&state[h], __ATOMIC_RELAXED) == TM_IN_USE)) {
+                    if (state)
+                        __atomic_store_n(&state[h], TM_FREE, __ATOMIC_RELAXED);
+                    c->objs[len] = h;
+                    TM_SET_LEN(c, len + 1);
+                    tm_cache_exit(c);
+                    return TM_OK;
+                }
+            }
+            tm_cache_exit(c);
+        } else if (c->fast == TM_FAST_NOCACHE &&
+                   /* RELAXED: see tm_pool_get_bulk_ex. */
+                   (!state || __atomic_load_n(&state[h], __ATOMIC_RELAXED) == TM_IN_USE)) {
+            if (TM_LIKELY(tm_cache_enter_asym(c))) {
                 if (state)
                     __atomic_store_n(&state[h], TM_FREE, __ATOMIC_RELAXED);
-                c->objs[len] = h;
-                TM_SET_LEN(c, len + 1);
-                if (TM_UNLIKELY(c->stats)) {
-                    TM_STAT_ADD(c->hits, 1);
-                    TM_STAT_ADD(c->puts, 1);
-                }
+                tm_stack_push(&p->objects, h); /* one CAS */
+                TM_NET_ADD(c, -1);
                 tm_cache_exit(c);
                 return TM_OK;
             }
+            tm_cache_exit(c);
         }
-        tm_cache_exit(c);
     }
-    return tm_pool_put_slow_(p, &h, 1, NULL);
+    return tm_pool_put1_slow_(p, h); /* by value: no spill of h on the hit path */
 }
 
 static inline uint64_t tm_pool_in_use(tm_pool_t *p) {

@@ -143,8 +143,23 @@ static inline int tm_stack_pop_bulk(tm_stack_t *s, uint32_t *objs, uint32_t n, u
     }
 }
 
+/* Pop one index: tm_stack_pop_bulk(s, idx, 1, retries) without the walk. */
 static inline int tm_stack_pop(tm_stack_t *s, uint32_t *idx, uint32_t *retries) {
-    return tm_stack_pop_bulk(s, idx, 1, retries);
+    /* ACQUIRE: pairs with the pushers' RELEASE CAS (see header comment). */
+    uint64_t old = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
+    for (;;) {
+        uint32_t top = (uint32_t)old;
+        if (top == TM_NIL)
+            return 0; /* read atomically: truly empty at that instant */
+        uint32_t below = __atomic_load_n(&s->next[top], __ATOMIC_RELAXED); /* may be stale */
+        /* success and failure ACQUIRE: as in tm_stack_pop_bulk. */
+        if (__atomic_compare_exchange_n(&s->head, &old, tm_stack_pack_((old >> 32) + 1, below), 1,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
+            *idx = top;
+            return 1;
+        }
+        (*retries)++;
+    }
 }
 
 #endif /* TURBOMEM_STACK_H */

@@ -228,7 +228,7 @@ static void run_claimed_at_entry(void) {
     /* Park some objects in our own cache. */
     for (int i = 0; i < 8; i++) CHECK(tm_pool_get(pool, &all[i]) == TM_OK, "claimed: get");
     for (int i = 0; i < 8; i++) CHECK(tm_pool_put(pool, all[i]) == TM_OK, "claimed: put");
-    claim_target = pool->caches[tm_thread_slot1_ - 1];
+    claim_target = pool->caches[tm_thread_slot1_];
     CHECK(claim_target && claim_target->len >= 8, "claimed: nothing cached");
     pthread_t t;
     pthread_create(&t, NULL, claim_briefly, NULL);
