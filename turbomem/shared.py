@@ -564,13 +564,8 @@ class SharedPool:
         return self._claim()
 
     def _claim(self) -> int:
-        if self._closed:
-            raise PoolClosedError("shared pool is closed")
+        self._check()
         with self._lock:
-            if self._gen != _fork_generation:  # a fork child: nothing of the parent's is ours
-                self._gen = _fork_generation
-                self._spare, self._mine = [], []
-                self._stats = dict.fromkeys(self._stats, 0)
             slot = self._spare.pop() if self._spare else -1
         if slot < 0:
             pid, start = _me()
@@ -599,6 +594,11 @@ class SharedPool:
     def _check(self):
         if self._closed:
             raise PoolClosedError("shared pool is closed")
+        if self._gen != _fork_generation:  # a fork child: nothing of the parent's is ours
+            self._gen = _fork_generation
+            self._lock = threading.Lock()
+            self._spare, self._mine = [], []
+            self._stats = dict.fromkeys(self._stats, 0)
 
     # ---- objects ---------------------------------------------------------------
 
@@ -656,11 +656,10 @@ class SharedPool:
         at = f" (index {index})" if index is not None else ""
         if rc == -2:
             raise InvalidHandleError(f"handle {h}{at} is outside [0, {self.capacity})")
+        if rc == -4:
+            raise DoubleFreeError(f"handle {h}{at} is already free")
         if rc == -3:
-            kind = self.owner(h)[0] if h < self.capacity else "?"
-            if kind in ("free", "cached"):
-                raise DoubleFreeError(f"handle {h}{at} is already free")
-            raise InvalidHandleError(f"handle {h}{at} is not handed out (it is {kind})")
+            raise InvalidHandleError(f"handle {h}{at} is not handed out (it is {self.owner(h)[0]})")
         raise TurbomemError(f"shared pool error {rc}")
 
     def owner(self, h) -> tuple[str, int]:
@@ -759,6 +758,7 @@ class SharedPool:
     def stats(self) -> dict:
         """This process's counters (each process keeps its own) and the
         pool-wide census."""
+        self._check()
         c = self.census()
         return {**self._stats, "capacity": self.capacity, "available": c["free"] + sum(c["cached"].values()),
                 "in_use": self.capacity - c["free"] - sum(c["cached"].values()),
@@ -850,7 +850,7 @@ class PoolRing:
                                 f"producer is slot {st['producer']}, consumer slot {st['consumer']}")
         if rc == -9:
             raise TurbomemError(f"ring {self.index}'s control words are corrupt")
-        self._pool._raise_put(-2 if rc == -2 else -3, int(arr[bad]) if arr is not None else -1, bad)
+        self._pool._raise_put(rc, int(arr[bad]) if arr is not None else -1, bad)
 
     def enqueue_bulk(self, handles, timeout=0) -> bool:
         """All of handles, or none (False when timeout passed without room;

@@ -79,7 +79,8 @@ enum { TM_K_FREE = 0, TM_K_HELD = 1, TM_K_CACHED = 2, TM_K_RING = 3 };
 #define TM_SHM_OK 0
 #define TM_SHM_EEMPTY (-1)
 #define TM_SHM_ERANGE (-2)
-#define TM_SHM_ENOTHELD (-3)  /* put/enqueue of an object that is not handed out */
+#define TM_SHM_ENOTHELD (-3)  /* put/enqueue of an object that is not handed out (in a ring) */
+#define TM_SHM_EDOUBLEFREE (-4) /* put of an object that is free (or cached, or repeated in the bulk) */
 #define TM_SHM_ELOCK (-7)     /* the robust lock failed (not EOWNERDEAD) */
 #define TM_SHM_EBUSY (-8)     /* ring side claimed by another live slot */
 #define TM_SHM_ECORRUPT (-9)  /* a control word is out of range */
@@ -321,7 +322,7 @@ static inline int tm_shm_put_bulk(tm_shm_pool_t *p, uint32_t s, const uint32_t *
                                   uint32_t *bad) {
     tm_shm_slot_t *sl = &p->slots[s];
     uint32_t *cache = p->cache_size ? p->caches + (size_t)s * p->cache_size : NULL;
-    uint32_t i;
+    uint32_t i, why = TM_K_HELD;
     for (i = 0; i < n; i++) {
         uint32_t h = hs[i], w;
         if (h >= p->capacity) {
@@ -336,6 +337,7 @@ static inline int tm_shm_put_bulk(tm_shm_pool_t *p, uint32_t s, const uint32_t *
             !__atomic_compare_exchange_n(&p->owner[h], &w, TM_OWN_CACHED(s), 0, __ATOMIC_ACQ_REL,
                                          __ATOMIC_RELAXED)) {
             *bad = i;
+            why = TM_OWN_KIND(w);
             goto undo_held;
         }
     }
@@ -365,7 +367,9 @@ static inline int tm_shm_put_bulk(tm_shm_pool_t *p, uint32_t s, const uint32_t *
 undo_held:
     for (uint32_t j = 0; j < i; j++) /* RELAXED: still ours (marked CACHED(s)) */
         __atomic_store_n(&p->owner[hs[j]], TM_OWN_HELD(s), __ATOMIC_RELAXED);
-    return (hs[*bad] >= p->capacity) ? TM_SHM_ERANGE : TM_SHM_ENOTHELD;
+    if (hs[*bad] >= p->capacity)
+        return TM_SHM_ERANGE;
+    return (why == TM_K_FREE || why == TM_K_CACHED) ? TM_SHM_EDOUBLEFREE : TM_SHM_ENOTHELD;
 undo_range:
     for (uint32_t j = 0; j < i; j++)
         __atomic_store_n(&p->owner[hs[j]], TM_OWN_HELD(s), __ATOMIC_RELAXED);
