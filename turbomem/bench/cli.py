@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import machine, report
 
-SUITE_NAMES = ("core", "python", "hugepages", "pipeline")
+SUITE_NAMES = ("core", "python", "hugepages", "pipeline", "multiprocess")
 
 
 def _run_core(quick: bool, progress, opts) -> Dict[str, Any]:
@@ -43,12 +43,19 @@ def _run_pipeline(quick: bool, progress, opts) -> Dict[str, Any]:
     return pipeline_suite.suite(quick=quick, progress=progress)
 
 
+def _run_multiprocess(quick: bool, progress, opts) -> Dict[str, Any]:
+    from . import multiprocess_suite
+
+    return multiprocess_suite.suite(quick=quick, progress=progress)
+
+
 # name -> runner(quick, progress, opts) -> suite result; tests replace these.
 RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "core": _run_core,
     "python": _run_python,
     "hugepages": _run_hugepages,
     "pipeline": _run_pipeline,
+    "multiprocess": _run_multiprocess,
 }
 
 
@@ -56,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m turbomem bench",
         description="TurboMem benchmarks: the C core against DPDK (core), Python-level get/put against "
-                    "pure-Python free lists (python), huge pages against small pages (hugepages), and packet "
-                    "pipelines against what Python users write today (pipeline).",
+                    "pure-Python free lists (python), huge pages against small pages (hugepages), packet "
+                    "pipelines against what Python users write today (pipeline), and 2 KB packets through worker "
+                    "processes: shared pool + rings against multiprocessing.Queue, faster-fifo and shared_memory "
+                    "(multiprocess).",
     )
     p.add_argument("suite", nargs="?", default="all", choices=SUITE_NAMES + ("all",),
                    help="which suite to run (default: all)")
