@@ -17,6 +17,8 @@ import os as _os
 from turbomem._core import MAX_CACHE_SIZE, MAX_CAPACITY, RING_MAX_CAPACITY, Pool, Ring, hit_path_is_fence_free
 from turbomem.errors import (
     DoubleFreeError,
+    RingBusyError,
+    SharedFormatError,
     HugePageError,
     InvalidHandleError,
     NumaError,
@@ -28,12 +30,15 @@ from turbomem.errors import (
     UseAfterFreeError,
 )
 from turbomem.numa import current_cpu, current_node, pin_thread, topology
+from turbomem.shared import SharedPool, SharedRing
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Pool",
     "Ring",
+    "SharedPool",
+    "SharedRing",
     "RING_MAX_CAPACITY",
     "MAX_CACHE_SIZE",
     "MAX_CAPACITY",
@@ -53,6 +58,8 @@ __all__ = [
     "NumaError",
     "SmapsParseError",
     "UseAfterFreeError",
+    "SharedFormatError",
+    "RingBusyError",
 ]
 
 
