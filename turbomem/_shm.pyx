@@ -39,6 +39,9 @@ cdef extern from "turbomem/ring.h" nogil:
     uint32_t tm_ring_dequeue_burst(tm_ring_t *r, uint32_t *objs, uint32_t n)
     uint32_t tm_ring_count(const tm_ring_t *r)
 
+cdef extern from *:
+    unsigned __builtin_clz(unsigned x) nogil
+
 cdef extern from "turbomem/shm.h" nogil:
     ctypedef struct tm_shm_ctl_t:
         uint32_t free_top
@@ -65,6 +68,7 @@ cdef extern from "turbomem/shm.h" nogil:
         unsigned char *rings
         size_t ring_stride
         uint32_t capacity, cache_size, max_slots, nrings
+        uint32_t ring_capacity, ring_mask
     uint32_t TM_SHM_MAX_SLOTS, TM_SHM_MAX_RINGS
     int TM_SHM_EEMPTY, TM_SHM_ERANGE, TM_SHM_ENOTHELD, TM_SHM_ELOCK, TM_SHM_EBUSY, TM_SHM_ECORRUPT
     int TM_K_FREE, TM_K_HELD, TM_K_CACHED, TM_K_RING
@@ -167,6 +171,9 @@ cdef class PoolView(_Mapped):
         self.p.max_slots = lay["max_slots"]
         self.p.nrings = lay["nrings"]
         self.objects_off = lay["off_objects"]
+        cdef uint32_t rcap = lay["ring_capacity"]
+        self.p.ring_capacity = rcap
+        self.p.ring_mask = 0 if rcap <= 1 else (1u << (32 - __builtin_clz(rcap - 1))) - 1
         if init and tm_shm_pool_init(&self.p, ring_capacity) != 0:
             raise OSError("could not initialise the shared pool's lock or rings")
 
@@ -287,9 +294,9 @@ cdef class PoolView(_Mapped):
         cdef tm_ring_t *ring = tm_shm_ring(&self.p, r)
         cdef uint32_t c = ring.cons.tail, pt = ring.prod.tail
         out = []
-        if pt - c <= ring.capacity:
+        if pt - c <= self.p.ring_capacity:
             while c != pt:
-                out.append(ring.slots[c & ring.mask])
+                out.append(ring.slots[c & self.p.ring_mask])
                 c += 1
         return out
 
@@ -366,14 +373,29 @@ cdef class RingView(_Mapped):
     MPMC or SP/SC per its flags, plus futex words)."""
     cdef tm_shm_ringctl_t *ctl
     cdef tm_ring_t *ring
+    cdef uint32_t size, mask, capacity, flags
 
     def __cinit__(self, mm, size_t off_ctl, size_t off_ring, bint init, uint32_t capacity,
                   unsigned flags):
         self._bind(mm)
         self.ctl = <tm_shm_ringctl_t *>(self.base + off_ctl)
         self.ring = <tm_ring_t *>(self.base + off_ring)
+        self.capacity = capacity
+        self.flags = flags
+        self.size = 1 if capacity <= 1 else (1u << (32 - __builtin_clz(capacity - 1)))
+        self.mask = self.size - 1
         if init and tm_ring_init(self.ring, capacity, flags) != 0:
             raise ValueError("invalid ring capacity or flags")
+
+    cdef int _alive(self) except -1:
+        if self.base == NULL:
+            raise ValueError("shared mapping is closed")
+        # ring.h indexes with the geometry stored in the ring: another process
+        # scribbling it must get an exception here, not steer us out of bounds.
+        if (self.ring.size != self.size or self.ring.mask != self.mask or
+                self.ring.capacity != self.capacity or self.ring.flags != self.flags):
+            raise ValueError("the shared ring's geometry was overwritten (corrupt control area)")
+        return 0
 
     def fields(self):
         self._alive()

@@ -125,6 +125,9 @@ typedef struct tm_shm_pool {
     unsigned char *rings;  /* nrings * ring_stride bytes: ringctl then ring.h ring */
     size_t ring_stride;
     uint32_t capacity, cache_size, max_slots, nrings;
+    /* Ring geometry from the validated header, never re-read from the mapping:
+     * a scribbled mask or capacity must not steer an index out of bounds. */
+    uint32_t ring_capacity, ring_mask;
 } tm_shm_pool_t;
 
 static inline tm_shm_ringctl_t *tm_shm_ringctl(const tm_shm_pool_t *p, uint32_t r) {
@@ -292,6 +295,11 @@ static inline int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, u
     /* First what the cache has, then the free array; refill the cache. */
     int rc = TM_SHM_OK;
     uint32_t from_cache = n <= len ? n : len;
+    for (uint32_t i = 0; cache && i < from_cache; i++)
+        if (cache[len - 1 - i] >= p->capacity) { /* scribbled: drop the cache (owner[] keeps the truth) */
+            len = from_cache = 0;
+            break;
+        }
     if (p->ctl->free_top < n - from_cache) {
         rc = TM_SHM_EEMPTY;
     } else {
@@ -421,8 +429,8 @@ static inline long tm_shm_ring_enqueue(tm_shm_pool_t *p, uint32_t r, uint32_t s,
     uint32_t t = __atomic_load_n(&ring->prod.tail, __ATOMIC_RELAXED);
     /* ACQUIRE: the consumer's slot reads are done before we overwrite (ring.h A). */
     uint32_t ct = __atomic_load_n(&ring->cons.tail, __ATOMIC_ACQUIRE);
-    uint32_t free_ = ring->capacity + ct - t;
-    if (free_ > ring->capacity) /* scribbled counters */
+    uint32_t free_ = p->ring_capacity + ct - t;
+    if (free_ > p->ring_capacity) /* scribbled counters */
         return TM_SHM_ECORRUPT;
     if (n > free_)
         return 0;
@@ -442,7 +450,7 @@ static inline long tm_shm_ring_enqueue(tm_shm_pool_t *p, uint32_t r, uint32_t s,
             goto undo;
         }
         /* RELAXED slot store: published by the RELEASE tail store below. */
-        TM_RING__SLOT_STORE(&ring->slots[(t + i) & ring->mask], h);
+        TM_RING__SLOT_STORE(&ring->slots[(t + i) & p->ring_mask], h);
     }
     __atomic_store_n(&ring->prod.head, t + n, __ATOMIC_RELAXED); /* informational for SP */
     /* RELEASE: slots and RING marks visible to the consumer's ACQUIRE (ring.h A). */
@@ -470,12 +478,12 @@ static inline long tm_shm_ring_dequeue(tm_shm_pool_t *p, uint32_t r, uint32_t s,
     /* ACQUIRE: pairs with the producer's RELEASE tail store (ring.h A). */
     uint32_t pt = __atomic_load_n(&ring->prod.tail, __ATOMIC_ACQUIRE);
     uint32_t avail = pt - c, got = 0, i;
-    if (avail > ring->capacity)
+    if (avail > p->ring_capacity)
         return TM_SHM_ECORRUPT;
     if (n > avail)
         n = avail;
     for (i = 0; i < n; i++) {
-        uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[(c + i) & ring->mask]);
+        uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[(c + i) & p->ring_mask]);
         if (h >= p->capacity)
             continue;
         uint32_t w = __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE);
@@ -530,8 +538,8 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t s, uint8_
             continue;
         uint32_t c = __atomic_load_n(&ring->cons.tail, __ATOMIC_RELAXED);
         uint32_t pt = __atomic_load_n(&ring->prod.tail, __ATOMIC_ACQUIRE);
-        while (c != pt && pt - c <= ring->capacity) {
-            uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[c & ring->mask]);
+        while (c != pt && pt - c <= p->ring_capacity) {
+            uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[c & p->ring_mask]);
             if (h < p->capacity && __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE) == TM_OWN_HELD(s))
                 c++;
             else
@@ -548,10 +556,10 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t s, uint8_
         /* ACQUIRE: a consumer's claims precede its RELEASE cons.tail store. */
         uint32_t c = __atomic_load_n(&ring->cons.tail, __ATOMIC_ACQUIRE);
         uint32_t pt = __atomic_load_n(&ring->prod.tail, __ATOMIC_ACQUIRE);
-        if (pt - c > ring->capacity)
+        if (pt - c > p->ring_capacity)
             continue;
         for (; c != pt; c++) {
-            uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[c & ring->mask]);
+            uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[c & p->ring_mask]);
             if (h < p->capacity)
                 inring[h] = 1;
         }

@@ -45,7 +45,7 @@ static tm_shm_pool_t make_pool(void) {
     tm_shm_pool_t p = {(tm_shm_ctl_t *)(base + off_ctl), (uint32_t *)(base + off_free),
                        (uint32_t *)(base + off_owner), (tm_shm_slot_t *)(base + off_slots),
                        (uint32_t *)(base + off_caches), base + off_rings, ring_stride,
-                       CAP, CACHE, SLOTS, NRINGS};
+                       CAP, CACHE, SLOTS, NRINGS, RCAP, RCAP - 1}; /* RCAP: a power of two */
     if (tm_shm_pool_init(&p, RCAP) != 0) {
         fprintf(stderr, "init failed\n");
         exit(2);
