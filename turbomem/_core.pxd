@@ -11,8 +11,9 @@
 #             pool_put(p, h)
 #
 # The functions below are compiled into turbomem._core and reached through its
-# exported function table: never include turbomem/pool.h in another module,
-# because the pool's thread registry must live in exactly one place.
+# exported function table.  Do not call the inline C API of turbomem/pool.h from
+# another extension module: the thread registry (src/pool.c) is compiled into
+# _core with hidden visibility, so a second copy would be a second registry.
 # Return codes: TM_OK 0, TM_EEMPTY -1, TM_ERANGE -2, TM_EDOUBLEFREE -3, ...
 # (exported below, cimport them by name).  The caller keeps the Pool object
 # alive and does not close it while inside.
