@@ -56,3 +56,12 @@ def churn(pool, seed, ring_in=0, ring_out=0):
         except MemoryError:
             pool.put_bulk(held)
             held = []
+
+
+def pool_from_queue(q, done):
+    """Receive a memfd SharedPool through a Queue (its fd via the resource sharer) and use it."""
+    pool = q.get(timeout=20)
+    h = pool.ring(0).dequeue(timeout=20)
+    pool.view(h)[:3] = b"got"
+    pool.put(h)
+    done.put(pool.name)

@@ -248,3 +248,23 @@ def test_hugetlb_memfd_when_pages_are_free():
         rep = p.hugepage_report()
         assert "MFD_HUGETLB" in rep["backing"] and rep["page_size"] == 2 << 20
         p.put(h)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_memfd_pool_sent_through_a_queue(method):
+    from .helpers import pool_from_queue
+
+    ctx = mp.get_context(method)
+    q, done = ctx.Queue(), ctx.Queue()
+    with sh.SharedPool(16, 64, rings=1) as p:
+        proc = ctx.Process(target=pool_from_queue, args=(q, done))
+        proc.start()
+        q.put(p)  # pickled as a DupFd: the descriptor travels, the memory does not
+        h = p.get()
+        p.ring(0).enqueue(h)
+        assert done.get(timeout=30) is None  # anonymous: no name
+        proc.join(20)
+        assert proc.exitcode == 0
+        assert bytes(p.objects()[h, :3]) == b"got" and p.owner(h)[0] in ("cached", "free")
+        p.recover()
+        assert p.available == 16
