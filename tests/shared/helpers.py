@@ -51,8 +51,10 @@ def churn(pool, seed, ring_in=0, ring_out=0):
                 k = rnd.randint(1, min(len(held), 8))
                 if r0.enqueue_bulk(held[:k]):
                     del held[:k]
-            else:
+            elif op < 0.98:
                 held.extend(int(h) for h in r1.dequeue_burst(rnd.randint(1, 16)))
+            else:  # recover dead peers ourselves: recoverers get killed half-way too
+                pool.recover()
         except MemoryError:
             pool.put_bulk(held)
             held = []
