@@ -67,3 +67,12 @@ def pool_from_queue(q, done):
     pool.view(h)[:3] = b"got"
     pool.put(h)
     done.put(pool.name)
+
+
+def idle_consumer(ring, out):
+    """Block on an empty ring until woken; report this process's CPU seconds."""
+    import resource
+
+    v = ring.get(timeout=30)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out.put((v, ru.ru_utime + ru.ru_stime))

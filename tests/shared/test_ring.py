@@ -141,3 +141,24 @@ def test_pickle_sends_name_or_fd_not_memory():
         r.unlink()
     with sh.SharedRing(1 << 16) as r:
         assert len(ForkingPickler.dumps(r)) < 300  # a descriptor, not 256 KB of ring
+
+
+def test_idle_consumer_sleeps_in_the_kernel():
+    """A consumer blocked for a second on an empty ring burns (almost) no CPU:
+    it sleeps on the futex word, it does not spin."""
+    from .helpers import idle_consumer
+
+    ctx = mp.get_context("fork")
+    with sh.SharedRing(4) as r:
+        out = ctx.Queue()
+        p = ctx.Process(target=idle_consumer, args=(r, out))
+        p.start()
+        deadline = time.monotonic() + 10
+        while r.waiters()[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(1.0)
+        r.put(99)
+        v, cpu = out.get(timeout=20)
+        p.join(10)
+        assert v == 99
+        assert cpu < 0.1, f"the idle consumer used {cpu:.2f} s of CPU in ~1 s of waiting"
