@@ -49,6 +49,7 @@ run depot "-DUNTAGGED -DTHREADS=3"  error "depot.pml untagged heads: ABA loses o
 run depot "-DRECYCLE_EARLY"         error "depot.pml magazine recycled before its contents are copied out"
 run shmkill ""                      ok    "shmkill.pml shared pool, a process SIGKILLed at any step: every object in one place"
 run shmkill "-DKILLS=2"             ok    "shmkill.pml two kills"
+run shmkill "-DRKILLS=1"            ok    "shmkill.pml the recoverer killed half-way too (the next one takes over)"
 run shmkill "-DCLAIM_AFTER_PUBLISH" error "shmkill.pml consumer publishes before claiming: a kill strands an object"
 run shmkill "-DNO_REBUILD"          error "shmkill.pml lock taken from a dead holder without the rebuild"
 exit $fail

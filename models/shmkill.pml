@@ -16,6 +16,9 @@
  * ring, a live cache, a live holder) and owner[h] == FREE exactly for the
  * objects on the free array.
  *
+ * -DRKILLS=1: the recoverer may die too, after any of its steps, holding the
+ * lock; the next one takes the lock over (rebuild) and starts again.
+ *
  * -DCLAIM_AFTER_PUBLISH (must fail): the consumer publishes cons.tail before
  * claiming the handle; a consumer killed in between strands the object.
  * -DNO_REBUILD (must fail): a lock taken over from a dead holder is used as is.
@@ -27,6 +30,9 @@
 #endif
 #ifndef KILLS
 #define KILLS 1
+#endif
+#ifndef RKILLS
+#define RKILLS 0     /* kills of the recoverer itself; a new one starts over */
 #endif
 #define FREE 0
 #define HELD(s) (1 + (s))
@@ -46,10 +52,13 @@ bit dead[3];       /* [2]: the recoverer, which never dies */
 bit recovered[2];
 bit done[2];
 byte kills;
+byte rkills;
 byte gh[N];             /* ghost: slot + 1 of the process that holds h, 0 none */
 
 /* A kill point: the worker may die here. */
 #define K if :: (kills < KILLS) -> kills++; dead[s] = 1; goto died :: true -> skip fi
+/* A kill point of the recoverer: it dies (holding the lock) and a new one starts over. */
+#define RK if :: (rkills < RKILLS) -> rkills++; dead[2] = 1; goto rstart :: true -> skip fi
 
 inline rebuild() {
     d_step {
@@ -76,7 +85,8 @@ inline lock(me) {
             skip
 #endif
         :: else -> lockholder = me
-        fi
+        fi;
+        dead[me] = 0   /* the new recoverer incarnation; a no-op for a live worker */
     }
 }
 inline unlock() { lockholder = NONE }
@@ -171,10 +181,11 @@ init {
     run worker(0);
     run worker(1);
     /* The recoverer, inline: recover each dead slot once, racing the survivor. */
+rstart:
     do
     :: (dead[0] && !recovered[0]) || (dead[1] && !recovered[1]) ->
         s = (dead[0] && !recovered[0] -> 0 : 1);
-        lock(2);
+        lock(2); RK;
         /* 1. a dead consumer's claimed-but-unpublished prefix is skipped */
         atomic {
             if
@@ -185,14 +196,14 @@ init {
                 od
             :: else -> skip
             fi
-        };
+        }; RK;
         /* 2. snapshot of what is published in the ring */
         atomic {
             i = 0;
             do :: i < N -> inring[i] = 0; i++ :: else -> break od;
             c = ctail;
             do :: c != ptail -> inring[rs[c % RCAP]] = 1; c++ :: else -> break od
-        };
+        }; RK;
         /* 3. everything marked as s's goes back (one CAS + push per object) */
         h = 0;
         do
@@ -200,16 +211,17 @@ init {
             atomic {
                 if
                 :: owner[h] == HELD(s) || owner[h] == CACHED(s) || (owner[h] == RING(s) && !inring[h]) ->
-                    owner[h] = FREE; freearr[top] = h; top++;
+                    owner[h] = FREE; c = 1;   /* the CAS: the commit point */
                     assert(gh[h] == 0 || dead[gh[h] - 1]); gh[h] = 0
-                :: else -> skip
+                :: else -> c = 0
                 fi
-            };
+            }; RK;
+            if :: c == 1 -> freearr[top] = h; RK; top++; RK :: else -> skip fi;
             h++
         :: else -> break
         od;
-        clen[s] = 0;
-        recovered[s] = 1;
+        clen[s] = 0; RK;
+        recovered[s] = 1;   /* the slot is released last */
         unlock()
     :: (done[0] || dead[0]) && (done[1] || dead[1]) &&
        (!dead[0] || recovered[0]) && (!dead[1] || recovered[1]) -> break
