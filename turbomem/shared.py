@@ -290,6 +290,19 @@ def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, m
         path = _shm_path(name)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         os.fchmod(fd, mode)  # the umask must not widen or narrow what the caller asked for
+    if backing == "hugetlb":
+        try:  # hugetlb pages are reserved at mmap time: ENOMEM here, never SIGBUS later
+            os.ftruncate(fd, lay["total_size"])
+            m = _Mapping(fd, lay["total_size"], name, backing, reason)
+        except OSError as exc:
+            os.close(fd)
+            lay = lay_small
+            backing, reason = "shmem", (f"memfd MFD_HUGETLB could not be mapped ({exc.strerror}: the free "
+                                        "2 MB pages went to someone else); 4 KB pages")
+            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", os.MFD_CLOEXEC)
+        else:
+            m.mm[:HEADER_SIZE] = _pack_header(kind, lay, flags, ring_flags).ljust(HEADER_SIZE, b"\0")
+            return m, lay
     try:
         os.ftruncate(fd, lay["total_size"])
         m = _Mapping(fd, lay["total_size"], name, backing, reason)

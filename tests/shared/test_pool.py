@@ -268,3 +268,20 @@ def test_memfd_pool_sent_through_a_queue(method):
         assert bytes(p.objects()[h, :3]) == b"got" and p.owner(h)[0] in ("cached", "free")
         p.recover()
         assert p.available == 16
+
+
+def test_hugetlb_without_pages_falls_back_and_says_why(monkeypatch):
+    """Pretend the free-page count said yes: the kernel then refuses the
+    MFD_HUGETLB mapping (no pages), and the pool falls back to 4 KB pages."""
+    free = procfs.hugetlb_pool()
+    if free.free - free.reserved > 64:
+        pytest.skip("enough hugetlb pages are free here: the fallback cannot be provoked")
+    monkeypatch.setattr(sh, "_hugetlb_pages_free", lambda: 10**6)
+    with sh.SharedPool(2000, 2048) as p:  # ~4 MB: more than the free pages
+        h = p.get()
+        p.view(h)[:2] = b"ok"
+        rep = p.hugepage_report()
+        assert rep["page_size"] == 4096 or "MFD_HUGETLB" in rep["backing"]
+        if rep["page_size"] == 4096:
+            assert "could not" in rep["reason"] or "failed" in rep["reason"]
+        p.put(h)
