@@ -400,6 +400,8 @@ def _handles(handles, what: str = "handles") -> np.ndarray:
 
 
 def _one_handle(h) -> int:
+    if type(h) is int and 0 <= h <= 0xFFFFFFFF:  # the common case, without the ABC check
+        return h
     if isinstance(h, bool) or not isinstance(h, numbers.Integral):
         raise TypeError(f"a handle is an int, got {type(h).__name__}")
     h = int(h)
@@ -571,9 +573,12 @@ class SharedPool:
     # ---- slots (one per thread of this process) ------------------------------
 
     def _slot(self) -> int:
-        lease = getattr(self._local, "lease", None)
-        if lease is not None and lease.gen == _fork_generation:
-            return lease.slot
+        try:
+            lease = self._local.lease
+            if lease.gen == _fork_generation:
+                return lease.slot
+        except AttributeError:
+            pass
         return self._claim()
 
     def _claim(self) -> int:
@@ -616,7 +621,8 @@ class SharedPool:
     # ---- objects ---------------------------------------------------------------
 
     def get(self) -> int:
-        self._check()
+        if self._closed or self._gen != _fork_generation:
+            self._check()
         r = self._v.get(self._slot())
         if r < 0:
             r = self._short(lambda: self._v.get(self._slot()), 1)
@@ -648,7 +654,8 @@ class SharedPool:
         return rc
 
     def put(self, h) -> None:
-        self._check()
+        if self._closed or self._gen != _fork_generation:
+            self._check()
         h = _one_handle(h)
         rc = self._v.put(self._slot(), h)
         if rc:
