@@ -176,11 +176,12 @@ def run(source, nworkers=2, drop_port=None, out=None, kill_worker=None, capacity
     tx = ctx.Process(target=sender, args=(pool, nworkers, out, workers_done, sent))
     for p in [rx, tx, *ws]:
         p.start()
-    lost, recovered = 0, []
+    lost, recovered, killed = 0, [], False
     if kill_worker is not None and total:
         while done_counts[0] < kill_worker * total / nworkers and ws[0].is_alive():
             time.sleep(0.001)
-        os.kill(ws[0].pid, signal.SIGKILL)
+        killed = ws[0].is_alive()
+        os.kill(ws[0].pid, signal.SIGKILL)  # a no-op on a finished (zombie) worker
         ws[0].join()
         res = pool.recover()
         recovered = res["slots"]
@@ -202,7 +203,7 @@ def run(source, nworkers=2, drop_port=None, out=None, kill_worker=None, capacity
               "per_worker": list(done_counts), "seconds": round(elapsed, 3),
               "packets_per_sec": round(sum(assigned) / elapsed) if elapsed else None,
               "lost": int(sum(assigned)) - int(sum(dropped)) - int(sent.value),
-              "killed_worker_recovered": recovered, "objects_recovered": lost,
+              "worker_killed": killed, "killed_worker_recovered": recovered, "objects_recovered": lost,
               "pool_available": pool.available, "pool_capacity": pool.capacity,
               "exit_codes": [p.exitcode for p in [rx, *ws, tx]],
               "hugepages": pool.hugepage_report()["reason"]}

@@ -307,4 +307,6 @@ def test_mp_pipeline_from_pcap_and_with_a_killed_worker(tmp_path):
     rep = json.loads(run_example("mp_pipeline.py", "--pcap", pcap, "--workers", 3).stdout)
     assert rep["received"] == 3000 and rep["forwarded"] == 3000  # raw IP: nothing parsed as UDP/53 on Ethernet
     rep = json.loads(run_example("mp_pipeline.py", "--generate", 20000, "--kill-worker", 0.1).stdout)
-    assert rep["killed_worker_recovered"] and rep["pool_available"] == rep["pool_capacity"]
+    assert rep["pool_available"] == rep["pool_capacity"]  # nothing leaks, killed or not
+    if rep["worker_killed"]:  # (it may have finished first on a loaded machine)
+        assert rep["killed_worker_recovered"]
