@@ -285,3 +285,36 @@ def test_hugetlb_without_pages_falls_back_and_says_why(monkeypatch):
         if rep["page_size"] == 4096:
             assert "could not" in rep["reason"] or "failed" in rep["reason"]
         p.put(h)
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "1", True])
+def test_pool_ring_timeouts_validated(bad):
+    with sh.SharedPool(8, 64, rings=1) as p:
+        with pytest.raises((ValueError, TypeError)):
+            p.ring(0).dequeue(timeout=bad)
+        h = p.get()
+        with pytest.raises((ValueError, TypeError)):
+            p.ring(0).enqueue(h, timeout=bad)
+        assert p.owner(h)[0] == "held"  # nothing happened
+        p.put(h)
+
+
+def test_pool_ring_wait_interrupted_by_signal():
+    import time
+
+    with sh.SharedPool(8, 64, rings=1) as p:
+        def boom(*_):
+            raise KeyboardInterrupt
+        old = signal.signal(signal.SIGALRM, boom)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            t = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                p.ring(0).dequeue(timeout=None)
+            assert time.monotonic() - t < 0.1 + 0.2
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        h = p.get()
+        assert p.ring(0).enqueue(h) and p.ring(0).dequeue() == h  # the ring still works
+        p.put(h)
