@@ -238,6 +238,7 @@ static inline uint32_t tm_shm__take(tm_shm_pool_t *p, uint32_t *dst, uint32_t n,
         tm_shm__rebuild(p), top = p->ctl->free_top;
     while (got < n && top > 0) {
         uint32_t h = p->free_arr[top - 1];
+        /* RELAXED: FREE is written only under the lock we hold. */
         if (h >= p->capacity || __atomic_load_n(&p->owner[h], __ATOMIC_RELAXED) != TM_OWN_FREE) {
             tm_shm__rebuild(p); /* the array disagrees with owner[]: owner[] wins */
             top = p->ctl->free_top;
@@ -310,6 +311,7 @@ static inline int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, u
         } else {
             for (uint32_t i = 0; i < from_cache; i++) {
                 uint32_t h = cache[len - 1 - i];
+                /* RELAXED: our own cached object (as on the hit path). */
                 __atomic_store_n(&p->owner[h], TM_OWN_HELD(s), __ATOMIC_RELAXED);
                 out[i] = h;
             }
@@ -380,7 +382,7 @@ undo_held:
         return TM_SHM_ERANGE;
     return (why == TM_K_FREE || why == TM_K_CACHED) ? TM_SHM_EDOUBLEFREE : TM_SHM_ENOTHELD;
 undo_range:
-    for (uint32_t j = 0; j < i; j++)
+    for (uint32_t j = 0; j < i; j++) /* RELAXED: still ours (marked CACHED(s) by us) */
         __atomic_store_n(&p->owner[hs[j]], TM_OWN_HELD(s), __ATOMIC_RELAXED);
     return TM_SHM_ERANGE;
 }
@@ -458,7 +460,7 @@ static inline long tm_shm_ring_enqueue(tm_shm_pool_t *p, uint32_t r, uint32_t s,
     tm_shm_notify(&rc->data_seq, &rc->data_waiters);
     return n;
 undo:
-    for (uint32_t j = 0; j < i; j++)
+    for (uint32_t j = 0; j < i; j++) /* RELAXED: not yet published, still ours */
         __atomic_store_n(&p->owner[hs[j]], TM_OWN_HELD(s), __ATOMIC_RELAXED);
     return hs[*bad] >= p->capacity ? TM_SHM_ERANGE : TM_SHM_ENOTHELD;
 }
@@ -534,18 +536,22 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t s, uint8_
     for (uint32_t r = 0; r < p->nrings; r++) {
         tm_shm_ringctl_t *rc = tm_shm_ringctl(p, r);
         tm_ring_t *ring = tm_shm_ring(p, r);
+        /* ACQUIRE: pairs with the consumer's ACQ_REL claim of the side. */
         if (__atomic_load_n(&rc->consumer, __ATOMIC_ACQUIRE) != s + 1)
             continue;
+        /* RELAXED: the consumer is dead, nobody else writes cons.tail now. */
         uint32_t c = __atomic_load_n(&ring->cons.tail, __ATOMIC_RELAXED);
+        /* ACQUIRE: pairs with the producer's RELEASE tail store (slots visible). */
         uint32_t pt = __atomic_load_n(&ring->prod.tail, __ATOMIC_ACQUIRE);
         while (c != pt && pt - c <= p->ring_capacity) {
             uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[c & p->ring_mask]);
+            /* ACQUIRE: pairs with the dead consumer's ACQ_REL claim CAS. */
             if (h < p->capacity && __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE) == TM_OWN_HELD(s))
                 c++;
             else
                 break;
         }
-        __atomic_store_n(&ring->cons.head, c, __ATOMIC_RELAXED);
+        __atomic_store_n(&ring->cons.head, c, __ATOMIC_RELAXED); /* informational for SC */
         __atomic_store_n(&ring->cons.tail, c, __ATOMIC_RELEASE); /* pairs with producers' ACQUIRE */
     }
     /* 2. Which handles sit published in rings s produced: those stay. */
@@ -567,6 +573,7 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t s, uint8_
     }
     /* 3. Every object marked as s's (and not published in a ring) goes back. */
     for (uint32_t h = 0; h < p->capacity; h++) {
+        /* ACQUIRE: pairs with the CASes that set it; tm_shm__give re-checks by CAS. */
         uint32_t w = __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE);
         if (w == TM_OWN_FREE || TM_OWN_SLOT(w) != s)
             continue;
@@ -583,6 +590,8 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t s, uint8_
     for (uint32_t r = 0; r < p->nrings; r++) {
         tm_shm_ringctl_t *rc = tm_shm_ringctl(p, r);
         uint32_t mine = s + 1;
+        /* ACQ_REL: release the side only if the dead slot still holds it; the
+         * next claimant's ACQ_REL CAS sees the ring as recovery left it. */
         __atomic_compare_exchange_n(&rc->producer, &mine, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
         mine = s + 1;
         __atomic_compare_exchange_n(&rc->consumer, &mine, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
@@ -605,6 +614,7 @@ static inline long long tm_shm_recover(tm_shm_pool_t *p, uint32_t s, int32_t pid
     if (tm_shm_lock(p) != 0)
         return TM_SHM_ELOCK;
     long long freed = -1;
+    /* ACQUIRE: pair with the claimant's ACQ_REL pid CAS and RELEASE start_time store. */
     if (__atomic_load_n(&p->slots[s].pid, __ATOMIC_ACQUIRE) == pid &&
         __atomic_load_n(&p->slots[s].start_time, __ATOMIC_ACQUIRE) == start)
         freed = (long long)tm_shm__recover_slot(p, s, inring);
