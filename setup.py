@@ -1,5 +1,6 @@
 """Build the compiled modules: turbomem._core over the C core (include/turbomem/*.h
-and src/pool.c), and turbomem.packet._pcapwalk, a cimport user of turbomem/_core.pxd.
+and src/pool.c), turbomem._shm (pools and rings shared between processes), and
+turbomem.packet._pcapwalk / _xsk, cimport users of turbomem/_core.pxd.
 
 The core is include/turbomem/*.h (public API, inline hit paths) and
 src/pool.c (registry, slow paths, fork, statistics), both at the top level as
@@ -44,6 +45,17 @@ extensions = [
     Extension(
         "turbomem._core",
         ["turbomem/_core.pyx"] + CORE_SOURCES,
+        include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
+        libraries=["pthread"],
+        extra_link_args=LINK_ARGS,
+    ),
+    # Pools and rings in a shared mapping (include/turbomem/shm.h): a module
+    # of its own so the core's hit paths stay untouched.
+    Extension(
+        "turbomem._shm",
+        ["turbomem/_shm.pyx"],
         include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],

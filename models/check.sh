@@ -1,6 +1,6 @@
 #!/bin/sh
-# Model-check the tagged stack, the cache-steal handshake and the magazine
-# depot with Spin.
+# Model-check the tagged stack, the cache-steal handshake, the magazine
+# depot and the shared pool under SIGKILL (shmkill.pml) with Spin.
 # Needs: spin, a C compiler (apt-get install -y spin gcc).  ~1 min on 2 cores.
 # Each model runs in its correct variant (must have 0 errors) and in a broken
 # variant (must report an error: proof that the model can catch the bug).
@@ -47,4 +47,9 @@ run depot ""                        ok    "depot.pml magazines, 2 threads: each 
 run depot "-DTHREADS=3"             ok    "depot.pml magazines, 3 threads"
 run depot "-DUNTAGGED -DTHREADS=3"  error "depot.pml untagged heads: ABA loses or duplicates a magazine"
 run depot "-DRECYCLE_EARLY"         error "depot.pml magazine recycled before its contents are copied out"
+run shmkill ""                      ok    "shmkill.pml shared pool, a process SIGKILLed at any step: every object in one place"
+run shmkill "-DKILLS=2"             ok    "shmkill.pml two kills"
+run shmkill "-DRKILLS=1"            ok    "shmkill.pml the recoverer killed half-way too (the next one takes over)"
+run shmkill "-DCLAIM_AFTER_PUBLISH" error "shmkill.pml consumer publishes before claiming: a kill strands an object"
+run shmkill "-DNO_REBUILD"          error "shmkill.pml lock taken from a dead holder without the rebuild"
 exit $fail

@@ -30,6 +30,8 @@ except ModuleNotFoundError as _exc:  # pragma: no cover - depends on how the pac
 from turbomem.errors import (
     DoubleFreeError,
     HandleTypeError,
+    RingBusyError,
+    SharedFormatError,
     HugePageError,
     InvalidHandleError,
     NumaError,
@@ -41,12 +43,15 @@ from turbomem.errors import (
     UseAfterFreeError,
 )
 from turbomem.numa import current_cpu, current_node, pin_thread, topology
+from turbomem.shared import SharedPool, SharedRing
 
 from turbomem._version import __version__
 
 __all__ = [
     "Pool",
     "Ring",
+    "SharedPool",
+    "SharedRing",
     "RING_MAX_CAPACITY",
     "MAX_CACHE_SIZE",
     "MAX_CAPACITY",
@@ -68,6 +73,8 @@ __all__ = [
     "NumaError",
     "SmapsParseError",
     "UseAfterFreeError",
+    "SharedFormatError",
+    "RingBusyError",
 ]
 
 

@@ -19,6 +19,8 @@ __all__ = [
     "SmapsParseError",
     "UseAfterFreeError",
     "HandleTypeError",
+    "SharedFormatError",
+    "RingBusyError",
 ]
 
 
@@ -69,3 +71,13 @@ class SmapsParseError(TurbomemError, ValueError):
 
 class UseAfterFreeError(TurbomemError, RuntimeError):
     """Debug mode found a write into an object while it was free."""
+
+
+class SharedFormatError(TurbomemError, ValueError):
+    """A file or descriptor that is not a valid TurboMem shared pool or ring:
+    foreign, corrupt, truncated, of another layout version, or unsafe to map."""
+
+
+class RingBusyError(TurbomemError, RuntimeError):
+    """A pool ring's producer (or consumer) side is held by another live thread
+    or process: pool rings are single-producer, single-consumer."""

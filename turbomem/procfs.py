@@ -43,6 +43,9 @@ __all__ = [
     "read_nodes",
     "cpuinfo_model",
     "cpuinfo_has_flag",
+    "shmem_thp_mode",
+    "ProcessState",
+    "process_state",
 ]
 
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
@@ -244,6 +247,34 @@ def thp_settings(root: Path = THP_DIR) -> ThpSettings:
 def thp_mode() -> str:
     """``"always"``, ``"madvise"`` or ``"never"``; ``"unavailable"`` without THP support."""
     return thp_settings().enabled or "unavailable"
+
+
+def shmem_thp_mode() -> str:
+    """The THP policy for shared memory (memfd, /dev/shm, MAP_SHARED|MAP_ANONYMOUS):
+    ``"always"``, ``"within_size"``, ``"advise"``, ``"never"``, ``"deny"``,
+    ``"force"``; ``"unavailable"`` without the file."""
+    return _bracketed(_read(THP_DIR / "shmem_enabled")) or "unavailable"
+
+
+class ProcessState(NamedTuple):
+    """Field 3 (state letter) and field 22 (start time, clock ticks after boot)
+    of ``/proc/PID/stat``."""
+
+    state: str
+    start_time: int
+
+
+def process_state(pid: int | str = "self") -> ProcessState | None:
+    """``None`` when the process does not exist (or its stat does not parse)."""
+    text = _read(Path(f"/proc/{pid}/stat"))
+    if not text:
+        return None
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    rest = text[text.rfind(")") + 2:].split()
+    try:
+        return ProcessState(rest[0], int(rest[19]))
+    except (IndexError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------- hugetlb, meminfo

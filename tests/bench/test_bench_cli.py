@@ -78,7 +78,7 @@ def test_all_runs_every_suite_and_prints_table(fake_runners, tmp_path):
     js = tmp_path / "r.json"
     rc, out, err = run_cli(["bench", "all", "--quick", "--json", str(js), "--no-progress"])
     assert rc == 0
-    assert fake_runners == [("core", True), ("python", True), ("hugepages", True), ("pipeline", True)]
+    assert fake_runners == [("core", True), ("python", True), ("hugepages", True), ("pipeline", True), ("multiprocess", True)]
     assert "== core ==" in out and "== python ==" in out and "== hugepages ==" in out
     assert "== pipeline ==" in out
     assert "checked ns/obj" in out and "unchecked/ring" in out
@@ -86,7 +86,7 @@ def test_all_runs_every_suite_and_prints_table(fake_runners, tmp_path):
     assert "cpu:" in out and "load:" in out
     data = json.loads(js.read_text())
     assert data["command"] == "python -m turbomem bench all --quick --json %s --no-progress" % js
-    assert [s["suite"] for s in data["suites"]] == ["core", "python", "hugepages", "pipeline"]
+    assert [s["suite"] for s in data["suites"]] == ["core", "python", "hugepages", "pipeline", "multiprocess"]
     assert data["machine"]["load_before"] is not None and "load_after" in data["machine"]
     assert "written to" in err
 

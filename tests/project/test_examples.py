@@ -34,7 +34,7 @@ def run_example(name, *args, timeout=120, check=True):
     return proc
 
 
-@pytest.mark.parametrize("name", ["pcap_stats.py", "pipeline.py", "udp_echo.py"])
+@pytest.mark.parametrize("name", ["pcap_stats.py", "pipeline.py", "udp_echo.py", "mp_pipeline.py"])
 def test_help(name):
     out = run_example(name, "--help").stdout
     assert "usage:" in out
@@ -325,3 +325,25 @@ def test_pipeline_rates_are_not_zero_for_one_burst():
     res = json.loads(run_example("pipeline.py", "--generate", 10, "--json").stdout)
     assert all(st["packets"] == 0 or st["packets_per_sec"] > 0 for st in res["stages"])
     assert res["stages"][0]["packets"] == 10
+
+
+def test_mp_pipeline_every_buffer_back_and_drop_port_counted(tmp_path):
+    out = tmp_path / "kept.pcap"
+    rep = json.loads(run_example("mp_pipeline.py", "--generate", 5000, "--workers", 2, "--drop-port", 53,
+                                 "--out", out).stdout)
+    assert rep["received"] == 5000 and rep["lost"] == 0
+    assert rep["forwarded"] + rep["dropped"] == 5000 and rep["dropped"] > 0
+    assert rep["pool_available"] == rep["pool_capacity"]
+    assert out.stat().st_size > 24 + rep["forwarded"] * 16
+
+
+def test_mp_pipeline_from_pcap_and_with_a_killed_worker(tmp_path):
+    pcap = tmp_path / "in.pcap"
+    write_pcap(pcap, [ipv4(udp(1000 + i % 7, 53 if i % 5 == 0 else 80, b"x" * 200), 17) for i in range(3000)],
+               linktype=101)
+    rep = json.loads(run_example("mp_pipeline.py", "--pcap", pcap, "--workers", 3).stdout)
+    assert rep["received"] == 3000 and rep["forwarded"] == 3000  # raw IP: nothing parsed as UDP/53 on Ethernet
+    rep = json.loads(run_example("mp_pipeline.py", "--generate", 20000, "--kill-worker", 0.1).stdout)
+    assert rep["pool_available"] == rep["pool_capacity"]  # nothing leaks, killed or not
+    if rep["worker_killed"]:  # (it may have finished first on a loaded machine)
+        assert rep["killed_worker_recovered"]

@@ -1,6 +1,6 @@
-"""`python -m turbomem bench [core|python|hugepages|pipeline|dpdk|xdp|all] [--quick] [--json FILE] [--plot FILE.png]`
+"""`python -m turbomem bench [core|python|hugepages|pipeline|multiprocess|dpdk|xdp|all] [--quick] [--json FILE] [--plot FILE.png]`
 
-`all` runs the first four; `dpdk` (the mempool driver in testpmd) and `xdp` (AF_XDP / TPACKET_V3 receive
+`all` runs the first five; `dpdk` (the mempool driver in testpmd) and `xdp` (AF_XDP / TPACKET_V3 receive
 on a veth pair) run only when named: both need root; dpdk reserves hugepages and starts testpmd dozens of
 times, xdp makes network namespaces.
 
@@ -24,7 +24,7 @@ from . import machine, report
 __all__ = ["main", "build_parser", "parse_args", "selected", "SUITE_NAMES", "EXTRA_SUITES", "RUNNERS", "PROG"]
 
 
-SUITE_NAMES = ("core", "python", "hugepages", "pipeline")  # what `all` runs
+SUITE_NAMES = ("core", "python", "hugepages", "pipeline", "multiprocess")  # what `all` runs
 # Run only when named: both need root (dpdk reserves hugepages, xdp makes network namespaces).
 EXTRA_SUITES = ("dpdk", "xdp")
 # How the user called us (the `turbomem` script sets "turbomem bench"), for usage lines.
@@ -67,12 +67,19 @@ def _run_dpdk(quick: bool, progress, opts) -> Dict[str, Any]:
     return dpdk_suite.run(quick=quick, progress=progress)
 
 
+def _run_multiprocess(quick: bool, progress, opts) -> Dict[str, Any]:
+    from . import multiprocess_suite
+
+    return multiprocess_suite.suite(quick=quick, progress=progress)
+
+
 # name -> runner(quick, progress, opts) -> suite result; tests replace these.
 RUNNERS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "core": _run_core,
     "python": _run_python,
     "hugepages": _run_hugepages,
     "pipeline": _run_pipeline,
+    "multiprocess": _run_multiprocess,
     "dpdk": _run_dpdk,
     "xdp": _run_xdp,
 }
@@ -84,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="TurboMem benchmarks: the C core against DPDK (core), Python-level get/put against "
                     "pure-Python free lists (python), huge pages against small pages (hugepages), packet "
-                    "pipelines against what Python users write today (pipeline), the turbomem DPDK mempool "
-                    "driver in testpmd (dpdk, root), and packet receive with AF_XDP / TPACKET_V3 against "
-                    "recvmmsg, recvfrom and DPDK's net_af_xdp on a veth pair (xdp, root).",
+                    "pipelines against what Python users write today (pipeline), 2 KB packets through worker "
+                    "processes: shared pool + rings against multiprocessing.Queue, faster-fifo and shared_memory "
+                    "(multiprocess), the turbomem DPDK mempool driver in testpmd (dpdk, root), and packet receive "
+                    "with AF_XDP / TPACKET_V3 against recvmmsg, recvfrom and DPDK's net_af_xdp on a veth pair "
+                    "(xdp, root).",
     )
     p.add_argument("suite", nargs="?", default="all", choices=SUITE_NAMES + EXTRA_SUITES + ("all",),
                    help="which suite to run (default: all, which leaves out dpdk and xdp)")

@@ -1,0 +1,475 @@
+# cython: language_level=3
+"""Compiled half of turbomem.shared: operations on a validated shared mapping.
+
+turbomem/shared.py creates or attaches the mapping, validates its header and
+hands this module a buffer over it plus the layout offsets.  Everything here
+trusts those offsets (they were checked against the file size) but not the
+control words inside the mapping: include/turbomem/shm.h bounds-checks every
+index it reads from shared memory.
+"""
+
+from cpython.exc cimport PyErr_CheckSignals
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+cimport numpy as cnp
+
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "turbomem/ring.h" nogil:
+    ctypedef struct tm_ring_headtail:
+        uint32_t head
+        uint32_t tail
+    ctypedef struct tm_ring_t:
+        uint32_t size
+        uint32_t mask
+        uint32_t capacity
+        uint32_t flags
+        tm_ring_headtail prod
+        tm_ring_headtail cons
+        uint32_t slots[1]  # flexible array in C
+    unsigned TM_RING_SP, TM_RING_SC
+    size_t tm_ring_memsize(uint32_t capacity)
+    int tm_ring_init(tm_ring_t *r, uint32_t capacity, unsigned flags)
+    uint32_t tm_ring_enqueue_burst(tm_ring_t *r, const uint32_t *objs, uint32_t n)
+    uint32_t tm_ring_enqueue_bulk(tm_ring_t *r, const uint32_t *objs, uint32_t n)
+    uint32_t tm_ring_dequeue_burst(tm_ring_t *r, uint32_t *objs, uint32_t n)
+    uint32_t tm_ring_count(const tm_ring_t *r)
+
+cdef extern from *:
+    unsigned __builtin_clz(unsigned x) nogil
+
+cdef extern from "turbomem/shm.h" nogil:
+    ctypedef struct tm_shm_ctl_t:
+        uint32_t free_top
+        uint32_t rebuilds
+        uint64_t recovered
+    ctypedef struct tm_shm_slot_t:
+        int32_t pid
+        int32_t tid
+        uint64_t start_time
+        uint32_t len
+    ctypedef struct tm_shm_ringctl_t:
+        uint32_t producer
+        uint32_t consumer
+        uint32_t data_seq
+        uint32_t data_waiters
+        uint32_t space_seq
+        uint32_t space_waiters
+    ctypedef struct tm_shm_pool_t:
+        tm_shm_ctl_t *ctl
+        uint32_t *free_arr
+        uint32_t *owner
+        tm_shm_slot_t *slots
+        uint32_t *caches
+        unsigned char *rings
+        size_t ring_stride
+        uint32_t capacity, cache_size, max_slots, nrings
+        uint32_t ring_capacity, ring_mask
+    uint32_t TM_SHM_MAX_SLOTS, TM_SHM_MAX_RINGS
+    int TM_SHM_EEMPTY, TM_SHM_ERANGE, TM_SHM_ENOTHELD, TM_SHM_ELOCK, TM_SHM_EBUSY, TM_SHM_ECORRUPT
+    int TM_K_FREE, TM_K_HELD, TM_K_CACHED, TM_K_RING
+    uint32_t TM_OWN_KIND(uint32_t w)
+    uint32_t TM_OWN_SLOT(uint32_t w)
+    uint32_t TM_OWN_RINGNO(uint32_t w)
+    tm_shm_ringctl_t *tm_shm_ringctl(const tm_shm_pool_t *p, uint32_t r)
+    tm_ring_t *tm_shm_ring(const tm_shm_pool_t *p, uint32_t r)
+    int tm_shm_pool_init(tm_shm_pool_t *p, uint32_t ring_capacity)
+    int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, uint32_t n)
+    int tm_shm_put_bulk(tm_shm_pool_t *p, uint32_t s, const uint32_t *hs, uint32_t n, uint32_t *bad)
+    int tm_shm_flush(tm_shm_pool_t *p, uint32_t s)
+    long tm_shm_ring_enqueue(tm_shm_pool_t *p, uint32_t r, uint32_t s, const uint32_t *hs,
+                             uint32_t n, uint32_t *bad)
+    long tm_shm_ring_dequeue(tm_shm_pool_t *p, uint32_t r, uint32_t s, uint32_t *out, uint32_t n)
+    long tm_shm_slot_claim(tm_shm_pool_t *p, int32_t pid, int32_t tid, uint64_t start)
+    long long tm_shm_recover(tm_shm_pool_t *p, uint32_t s, int32_t pid, uint64_t start,
+                             uint8_t *inring)
+    void tm_shm_notify(uint32_t *seq, uint32_t *waiters)
+    uint32_t tm_shm_wait_begin(uint32_t *seq, uint32_t *waiters)
+    void tm_shm_wait_sleep(uint32_t *seq, uint32_t s, long slice_ns)
+    void tm_shm_wait_end(uint32_t *waiters)
+
+MAX_SLOTS = TM_SHM_MAX_SLOTS
+MAX_RINGS = TM_SHM_MAX_RINGS
+RINGCTL_SIZE = sizeof(tm_shm_ringctl_t)
+CTL_SIZE = sizeof(tm_shm_ctl_t)
+SLOT_SIZE = sizeof(tm_shm_slot_t)
+OWNER_KINDS = {TM_K_FREE: "free", TM_K_HELD: "held", TM_K_CACHED: "cached", TM_K_RING: "ring"}
+
+
+def ring_memsize(uint32_t capacity):
+    """Bytes of a ring.h ring of that capacity (0 if the capacity is invalid)."""
+    return tm_ring_memsize(capacity)
+
+
+# A sleeper wakes at least this often to run Python signal handlers, so
+# Ctrl-C interrupts a blocking wait within ~50 ms.
+DEF SLICE_NS = 50000000
+
+
+cdef double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class _Mapped:
+    """Holds the buffer export that keeps the mapping alive (mmap.close()
+    refuses while it exists) and the base address."""
+    cdef object _buf
+    cdef unsigned char *base
+    cdef Py_ssize_t size
+
+    cdef int _bind(self, mm) except -1:
+        cdef unsigned char[::1] view = mm
+        self._buf = view
+        self.base = &view[0]
+        self.size = view.shape[0]
+        return 0
+
+    def address(self):
+        self._alive()
+        return <size_t>self.base
+
+    def release(self):
+        """Drop the buffer export (the caller then closes the mmap)."""
+        self._buf = None
+        self.base = NULL
+
+    cdef int _alive(self) except -1:
+        if self.base == NULL:
+            raise ValueError("shared mapping is closed")
+        return 0
+
+
+cdef inline uint32_t *_handles_in(object arr, Py_ssize_t *n) except NULL:
+    """arr is a C-contiguous uint32 ndarray prepared by shared.py."""
+    cdef cnp.ndarray a = arr
+    n[0] = cnp.PyArray_DIM(a, 0)
+    return <uint32_t *>cnp.PyArray_DATA(a)
+
+
+cdef class PoolView(_Mapped):
+    """One process's pointers into a pool mapping."""
+    cdef tm_shm_pool_t p
+    cdef size_t objects_off
+
+    def __cinit__(self, mm, dict lay, bint init, uint32_t ring_capacity):
+        self._bind(mm)
+        self.p.ctl = <tm_shm_ctl_t *>(self.base + <size_t>lay["off_ctl"])
+        self.p.free_arr = <uint32_t *>(self.base + <size_t>lay["off_free"])
+        self.p.owner = <uint32_t *>(self.base + <size_t>lay["off_owner"])
+        self.p.slots = <tm_shm_slot_t *>(self.base + <size_t>lay["off_slots"])
+        self.p.caches = <uint32_t *>(self.base + <size_t>lay["off_caches"])
+        self.p.rings = self.base + <size_t>lay["off_rings"]
+        self.p.ring_stride = lay["ring_stride"]
+        self.p.capacity = lay["capacity"]
+        self.p.cache_size = lay["cache_size"]
+        self.p.max_slots = lay["max_slots"]
+        self.p.nrings = lay["nrings"]
+        self.objects_off = lay["off_objects"]
+        cdef uint32_t rcap = lay["ring_capacity"]
+        self.p.ring_capacity = rcap
+        self.p.ring_mask = 0 if rcap <= 1 else (1u << (32 - __builtin_clz(rcap - 1))) - 1
+        if init and tm_shm_pool_init(&self.p, ring_capacity) != 0:
+            raise OSError("could not initialise the shared pool's lock or rings")
+
+    def ring_fields(self, uint32_t r):
+        """(size, mask, capacity, flags) of pool ring r, for attach validation."""
+        self._alive()
+        cdef tm_ring_t *ring = tm_shm_ring(&self.p, r)
+        return (ring.size, ring.mask, ring.capacity, ring.flags)
+
+    def claim_slot(self, int32_t pid, int32_t tid, uint64_t start):
+        self._alive()
+        return tm_shm_slot_claim(&self.p, pid, tid, start)
+
+    def slots(self):
+        """[(slot, pid, tid, start_time, cached)] of the claimed slots."""
+        self._alive()
+        out = []
+        cdef uint32_t s
+        cdef tm_shm_slot_t *sl
+        for s in range(self.p.max_slots):
+            sl = &self.p.slots[s]
+            if sl.pid != 0:
+                out.append((s, sl.pid, sl.tid, sl.start_time, sl.len))
+        return out
+
+    def get(self, uint32_t slot):
+        self._alive()
+        cdef uint32_t h
+        cdef int rc = tm_shm_get_bulk(&self.p, slot, &h, 1)
+        return h if rc == 0 else rc
+
+    def get_bulk(self, uint32_t slot, out):
+        self._alive()
+        cdef Py_ssize_t n
+        cdef uint32_t *o = _handles_in(out, &n)
+        cdef int rc
+        with nogil:
+            rc = tm_shm_get_bulk(&self.p, slot, o, <uint32_t>n)
+        return rc
+
+    def put(self, uint32_t slot, uint32_t h):
+        self._alive()
+        cdef uint32_t bad = 0
+        return tm_shm_put_bulk(&self.p, slot, &h, 1, &bad)
+
+    def put_bulk(self, uint32_t slot, arr):
+        """(rc, index of the offending handle)."""
+        self._alive()
+        cdef Py_ssize_t n
+        cdef uint32_t *hs = _handles_in(arr, &n)
+        cdef uint32_t bad = 0
+        cdef int rc
+        with nogil:
+            rc = tm_shm_put_bulk(&self.p, slot, hs, <uint32_t>n, &bad)
+        return rc, bad
+
+    def flush(self, uint32_t slot):
+        self._alive()
+        return tm_shm_flush(&self.p, slot)
+
+    def recover(self, uint32_t slot, int32_t pid, uint64_t start):
+        self._alive()
+        cdef uint8_t *inring = <uint8_t *>malloc(self.p.capacity if self.p.capacity else 1)
+        cdef long long freed
+        if inring == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                freed = tm_shm_recover(&self.p, slot, pid, start, inring)
+        finally:
+            free(inring)
+        return freed
+
+    def owner_word(self, uint32_t h):
+        self._alive()
+        if h >= self.p.capacity:
+            raise IndexError(h)
+        return self.p.owner[h]
+
+    def census(self):
+        """Counts of objects by owner kind, and per slot: {'free': n, 'held': {slot: n}, ...}."""
+        self._alive()
+        cdef uint32_t h, w
+        cdef dict held = {}, cached = {}, ring = {}
+        cdef Py_ssize_t nfree = 0
+        for h in range(self.p.capacity):
+            w = self.p.owner[h]
+            if w == 0:
+                nfree += 1
+            elif TM_OWN_KIND(w) == TM_K_HELD:
+                held[TM_OWN_SLOT(w)] = held.get(TM_OWN_SLOT(w), 0) + 1
+            elif TM_OWN_KIND(w) == TM_K_CACHED:
+                cached[TM_OWN_SLOT(w)] = cached.get(TM_OWN_SLOT(w), 0) + 1
+            elif TM_OWN_KIND(w) == TM_K_RING:
+                ring[TM_OWN_RINGNO(w)] = ring.get(TM_OWN_RINGNO(w), 0) + 1
+        return {"free": nfree, "held": held, "cached": cached, "ring": ring,
+                "free_top": self.p.ctl.free_top, "rebuilds": self.p.ctl.rebuilds,
+                "recovered": self.p.ctl.recovered}
+
+    def free_handles(self):
+        """The free array's entries (a snapshot; exact when quiescent)."""
+        self._alive()
+        cdef uint32_t top = self.p.ctl.free_top
+        if top > self.p.capacity:
+            top = self.p.capacity
+        return [self.p.free_arr[i] for i in range(top)]
+
+    def ring_state(self, uint32_t r):
+        self._alive()
+        cdef tm_ring_t *ring = tm_shm_ring(&self.p, r)
+        cdef tm_shm_ringctl_t *rc = tm_shm_ringctl(&self.p, r)
+        return {"count": tm_ring_count(ring), "capacity": ring.capacity,
+                "producer": <long>rc.producer - 1, "consumer": <long>rc.consumer - 1}
+
+    def ring_handles(self, uint32_t r):
+        """Handles published in ring r (a snapshot)."""
+        self._alive()
+        cdef tm_ring_t *ring = tm_shm_ring(&self.p, r)
+        cdef uint32_t c = ring.cons.tail, pt = ring.prod.tail
+        out = []
+        if pt - c <= self.p.ring_capacity:
+            while c != pt:
+                out.append(ring.slots[c & self.p.ring_mask])
+                c += 1
+        return out
+
+    def ring_enqueue(self, uint32_t r, uint32_t slot, arr, timeout):
+        """Enqueue all of arr on ring r, waiting up to timeout (None: forever,
+        0: no wait).  Returns (n or 0 on timeout or a negative code, bad)."""
+        self._alive()
+        cdef Py_ssize_t n
+        cdef uint32_t *hs = _handles_in(arr, &n)
+        cdef uint32_t bad = 0, seq
+        cdef long rc
+        cdef tm_shm_ringctl_t *ctl = tm_shm_ringctl(&self.p, r)
+        cdef double deadline = -1.0 if timeout is None else _now() + timeout
+        cdef long slice_ns
+        while True:
+            rc = tm_shm_ring_enqueue(&self.p, r, slot, hs, <uint32_t>n, &bad)
+            if rc != 0 or n == 0:
+                return rc, bad
+            if deadline >= 0 and _now() >= deadline:
+                return 0, 0
+            seq = tm_shm_wait_begin(&ctl.space_seq, &ctl.space_waiters)
+            rc = tm_shm_ring_enqueue(&self.p, r, slot, hs, <uint32_t>n, &bad)
+            if rc != 0:
+                tm_shm_wait_end(&ctl.space_waiters)
+                return rc, bad
+            slice_ns = SLICE_NS
+            if deadline >= 0 and (deadline - _now()) * 1e9 < slice_ns:
+                slice_ns = max(<long>((deadline - _now()) * 1e9), 0)
+            with nogil:
+                tm_shm_wait_sleep(&ctl.space_seq, seq, slice_ns)
+            tm_shm_wait_end(&ctl.space_waiters)
+            PyErr_CheckSignals()
+            self._alive()
+
+    def ring_dequeue(self, uint32_t r, uint32_t slot, out, timeout):
+        """Dequeue up to len(out) handles into out, waiting up to timeout for
+        at least one.  Returns the count (0 on timeout) or a negative code."""
+        self._alive()
+        cdef Py_ssize_t n
+        cdef uint32_t *o = _handles_in(out, &n)
+        cdef uint32_t seq
+        cdef long rc
+        cdef tm_shm_ringctl_t *ctl = tm_shm_ringctl(&self.p, r)
+        cdef double deadline = -1.0 if timeout is None else _now() + timeout
+        cdef long slice_ns
+        while True:
+            rc = tm_shm_ring_dequeue(&self.p, r, slot, o, <uint32_t>n)
+            if rc != 0 or n == 0:
+                return rc
+            if deadline >= 0 and _now() >= deadline:
+                return 0
+            seq = tm_shm_wait_begin(&ctl.data_seq, &ctl.data_waiters)
+            rc = tm_shm_ring_dequeue(&self.p, r, slot, o, <uint32_t>n)
+            if rc != 0:
+                tm_shm_wait_end(&ctl.data_waiters)
+                return rc
+            slice_ns = SLICE_NS
+            if deadline >= 0 and (deadline - _now()) * 1e9 < slice_ns:
+                slice_ns = max(<long>((deadline - _now()) * 1e9), 0)
+            with nogil:
+                tm_shm_wait_sleep(&ctl.data_seq, seq, slice_ns)
+            tm_shm_wait_end(&ctl.data_waiters)
+            PyErr_CheckSignals()
+            self._alive()
+
+    def objects(self, size_t size):
+        """The object region as a writable memoryview (shared.py shapes it)."""
+        self._alive()
+        return memoryview(self._buf)[self.objects_off:self.objects_off + size]
+
+
+cdef class RingView(_Mapped):
+    """One process's pointers into a standalone shared ring mapping (ring.h,
+    MPMC or SP/SC per its flags, plus futex words)."""
+    cdef tm_shm_ringctl_t *ctl
+    cdef tm_ring_t *ring
+    cdef uint32_t size, mask, capacity, flags
+
+    def __cinit__(self, mm, size_t off_ctl, size_t off_ring, bint init, uint32_t capacity,
+                  unsigned flags):
+        self._bind(mm)
+        self.ctl = <tm_shm_ringctl_t *>(self.base + off_ctl)
+        self.ring = <tm_ring_t *>(self.base + off_ring)
+        self.capacity = capacity
+        self.flags = flags
+        self.size = 1 if capacity <= 1 else (1u << (32 - __builtin_clz(capacity - 1)))
+        self.mask = self.size - 1
+        if init and tm_ring_init(self.ring, capacity, flags) != 0:
+            raise ValueError("invalid ring capacity or flags")
+
+    cdef int _alive(self) except -1:
+        if self.base == NULL:
+            raise ValueError("shared mapping is closed")
+        # ring.h indexes with the geometry stored in the ring: another process
+        # scribbling it must get an exception here, not steer us out of bounds.
+        if (self.ring.size != self.size or self.ring.mask != self.mask or
+                self.ring.capacity != self.capacity or self.ring.flags != self.flags):
+            raise ValueError("the shared ring's geometry was overwritten (corrupt control area)")
+        return 0
+
+    def fields(self):
+        self._alive()
+        return (self.ring.size, self.ring.mask, self.ring.capacity, self.ring.flags)
+
+    def count(self):
+        self._alive()
+        return tm_ring_count(self.ring)
+
+    def waiters(self):
+        self._alive()
+        return (self.ctl.data_waiters, self.ctl.space_waiters)
+
+    def enqueue(self, arr, bint burst, timeout):
+        """Enqueue arr (all, or as many as fit with burst), waiting up to
+        timeout for room (None: forever; 0: no wait).  Returns the count."""
+        self._alive()
+        cdef Py_ssize_t n
+        cdef uint32_t *hs = _handles_in(arr, &n)
+        cdef uint32_t got, seq
+        cdef double deadline = -1.0 if timeout is None else _now() + timeout
+        cdef long slice_ns
+        while True:
+            got = tm_ring_enqueue_burst(self.ring, hs, <uint32_t>n) if burst else \
+                tm_ring_enqueue_bulk(self.ring, hs, <uint32_t>n)
+            if got or n == 0:
+                tm_shm_notify(&self.ctl.data_seq, &self.ctl.data_waiters)
+                return got
+            if deadline >= 0 and _now() >= deadline:
+                return 0
+            seq = tm_shm_wait_begin(&self.ctl.space_seq, &self.ctl.space_waiters)
+            got = tm_ring_enqueue_burst(self.ring, hs, <uint32_t>n) if burst else \
+                tm_ring_enqueue_bulk(self.ring, hs, <uint32_t>n)
+            if got:
+                tm_shm_wait_end(&self.ctl.space_waiters)
+                tm_shm_notify(&self.ctl.data_seq, &self.ctl.data_waiters)
+                return got
+            slice_ns = SLICE_NS
+            if deadline >= 0 and (deadline - _now()) * 1e9 < slice_ns:
+                slice_ns = max(<long>((deadline - _now()) * 1e9), 0)
+            with nogil:
+                tm_shm_wait_sleep(&self.ctl.space_seq, seq, slice_ns)
+            tm_shm_wait_end(&self.ctl.space_waiters)
+            PyErr_CheckSignals()
+            self._alive()
+
+    def dequeue(self, out, timeout):
+        """Dequeue up to len(out) into out, waiting up to timeout for at
+        least one.  Returns the count (0 on timeout)."""
+        self._alive()
+        cdef Py_ssize_t n
+        cdef uint32_t *o = _handles_in(out, &n)
+        cdef uint32_t got, seq
+        cdef double deadline = -1.0 if timeout is None else _now() + timeout
+        cdef long slice_ns
+        while True:
+            got = tm_ring_dequeue_burst(self.ring, o, <uint32_t>n)
+            if got or n == 0:
+                if got:
+                    tm_shm_notify(&self.ctl.space_seq, &self.ctl.space_waiters)
+                return got
+            if deadline >= 0 and _now() >= deadline:
+                return 0
+            seq = tm_shm_wait_begin(&self.ctl.data_seq, &self.ctl.data_waiters)
+            got = tm_ring_dequeue_burst(self.ring, o, <uint32_t>n)
+            if got:
+                tm_shm_wait_end(&self.ctl.data_waiters)
+                tm_shm_notify(&self.ctl.space_seq, &self.ctl.space_waiters)
+                return got
+            slice_ns = SLICE_NS
+            if deadline >= 0 and (deadline - _now()) * 1e9 < slice_ns:
+                slice_ns = max(<long>((deadline - _now()) * 1e9), 0)
+            with nogil:
+                tm_shm_wait_sleep(&self.ctl.data_seq, seq, slice_ns)
+            tm_shm_wait_end(&self.ctl.data_waiters)
+            PyErr_CheckSignals()
+            self._alive()

@@ -1,0 +1,1050 @@
+"""Pools and rings shared between processes (issue 13).
+
+One shared mapping holds everything: a 4 KB header, then the control area
+(lock, free array, per-object owner words, per-thread slots and their caches,
+rings), then the object region.  The mapping is a memfd (anonymous; passed to
+other processes as a file descriptor) or, when a name is given, a file in
+/dev/shm created with mode 0600.  It holds offsets only: each process maps it
+wherever the kernel puts it and builds its own pointers.
+
+Why a separate ``SharedPool`` class rather than ``Pool(shared=True)``: the
+shared pool's contract differs where it matters.  Every handed-out object is
+recorded (owner words) so a dead process's objects can be recovered; rings
+that live in the pool move ownership with the handle; the core ``Pool``'s
+per-thread caches are process-private structures (pointers, membarrier
+handshake) that no other process could recover.  Same verbs (get, put,
+get_bulk, put_bulk, view), different guarantees: a different class says so.
+
+Attaching validates everything before touching the mapping: magic, layout
+version, kind, endianness, a header checksum, and every size and offset
+recomputed from the parameters and compared with the header and with the file
+size.  Anything else raises :class:`~turbomem.errors.SharedFormatError`.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import numbers
+import os
+import re
+import stat
+import struct
+import threading
+import weakref
+
+import numpy as np
+
+from . import _shm, procfs
+from .errors import (
+    DoubleFreeError,
+    InvalidHandleError,
+    PoolClosedError,
+    PoolEmptyError,
+    RingBusyError,
+    SharedFormatError,
+    TurbomemError,
+)
+
+__all__ = ["SharedPool", "SharedRing", "SHM_DIR", "LAYOUT_VERSION", "MAGIC"]
+
+MAGIC = b"TurboMem"
+LAYOUT_VERSION = 1
+KIND_POOL = 1
+KIND_RING = 2
+KIND_NAMES = {KIND_POOL: "pool", KIND_RING: "ring"}
+HEADER_SIZE = 4096
+ENDIAN_MARK = 0x01020304
+READY = 0x52454459  # "READY": written last by the creator
+SHM_DIR = "/dev/shm"
+FILE_PREFIX = "turbomem."
+PAGE = mmap.PAGESIZE
+HUGE_2M = 2 << 20
+CACHE_LINE = 64
+MAX_CAPACITY = (1 << 31) - 1
+MAX_OBJ_SIZE = 1 << 30
+MAX_CACHE = 4096
+RING_FLAG_SP, RING_FLAG_SC = 1, 2
+
+# The header, little-endian.  The checksum (FNV-1a 64) covers every byte
+# before it except the `ready` word, which the creator writes last.
+_HEADER = struct.Struct(
+    "<8s I I I I Q I I"      # magic version kind header_size endian total_size ready flags
+    " I I Q I I I I I I"     # capacity obj_size stride cache_size max_slots nrings ring_capacity ring_flags page_size
+    " Q Q Q Q Q Q Q Q Q"     # off_ctl off_free off_owner off_slots off_caches off_rings ring_stride off_objects objects_size
+)
+_CHECKSUM = struct.Struct("<Q")
+_FIELDS = ("magic version kind header_size endian total_size ready flags "
+           "capacity obj_size stride cache_size max_slots nrings ring_capacity ring_flags page_size "
+           "off_ctl off_free off_owner off_slots off_caches off_rings ring_stride off_objects "
+           "objects_size").split()
+_READY_AT = 8 + 4 * 4 + 8  # byte offset of `ready`
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def _fnv1a(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def _checksum(header_bytes: bytes) -> int:
+    data = bytearray(header_bytes[:_HEADER.size])
+    data[_READY_AT:_READY_AT + 4] = b"\0\0\0\0"
+    return _fnv1a(bytes(data))
+
+
+def _up(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def pool_layout(capacity: int, obj_size: int, cache_size: int, max_slots: int, nrings: int,
+                ring_capacity: int, page_size: int) -> dict:
+    """Offsets of every region of a pool mapping; a pure function of the
+    parameters, so attach recomputes it and compares with the header."""
+    stride = _up(obj_size, CACHE_LINE)
+    off = HEADER_SIZE
+    lay = {"capacity": capacity, "obj_size": obj_size, "stride": stride, "cache_size": cache_size,
+           "max_slots": max_slots, "nrings": nrings, "ring_capacity": ring_capacity,
+           "page_size": page_size}
+    lay["off_ctl"] = off
+    off = _up(off + _shm.CTL_SIZE, CACHE_LINE)
+    lay["off_free"] = off
+    off = _up(off + 4 * capacity, CACHE_LINE)
+    lay["off_owner"] = off
+    off = _up(off + 4 * capacity, CACHE_LINE)
+    lay["off_slots"] = off
+    off = _up(off + _shm.SLOT_SIZE * max_slots, CACHE_LINE)
+    lay["off_caches"] = off
+    off = _up(off + 4 * cache_size * max_slots, CACHE_LINE)
+    ring_bytes = _shm.ring_memsize(ring_capacity) if nrings else 0
+    lay["ring_stride"] = _up(_shm.RINGCTL_SIZE + ring_bytes, CACHE_LINE) if nrings else 0
+    lay["off_rings"] = off
+    off += lay["ring_stride"] * nrings
+    lay["off_objects"] = _up(off, page_size)
+    lay["objects_size"] = stride * capacity
+    lay["total_size"] = _up(lay["off_objects"] + lay["objects_size"], page_size)
+    return lay
+
+
+def ring_layout(capacity: int, page_size: int) -> dict:
+    lay = {"capacity": capacity, "obj_size": 0, "stride": 0, "cache_size": 0, "max_slots": 0,
+           "nrings": 1, "ring_capacity": capacity, "page_size": page_size}
+    lay["off_ctl"] = HEADER_SIZE
+    lay["off_rings"] = HEADER_SIZE
+    lay["ring_stride"] = _up(_shm.RINGCTL_SIZE + _shm.ring_memsize(capacity), CACHE_LINE)
+    for k in ("off_free", "off_owner", "off_slots", "off_caches", "objects_size"):
+        lay[k] = 0
+    lay["off_objects"] = _up(HEADER_SIZE + lay["ring_stride"], page_size)
+    lay["total_size"] = lay["off_objects"]
+    return lay
+
+
+def _pack_header(kind: int, lay: dict, flags: int, ring_flags: int) -> bytes:
+    vals = dict(lay, magic=MAGIC, version=LAYOUT_VERSION, kind=kind, header_size=HEADER_SIZE,
+                endian=ENDIAN_MARK, ready=0, flags=flags, ring_flags=ring_flags)
+    body = _HEADER.pack(*(vals[f] for f in _FIELDS))
+    return body + _CHECKSUM.pack(_checksum(body))
+
+
+def _bad(what: str, why: str) -> SharedFormatError:
+    return SharedFormatError(f"{what}: {why}")
+
+
+def parse_header(raw: bytes, file_size: int, kind: int, what: str) -> dict:
+    """Validate a header against the file size; return the layout.  Every
+    check that fails raises SharedFormatError saying which."""
+    if file_size < HEADER_SIZE or len(raw) < _HEADER.size + _CHECKSUM.size:
+        raise _bad(what, f"too small to be a TurboMem {KIND_NAMES[kind]} "
+                         f"({file_size} bytes; a header alone is {HEADER_SIZE}): truncated or foreign")
+    vals = dict(zip(_FIELDS, _HEADER.unpack_from(raw)))
+    if vals["magic"] != MAGIC:
+        raise _bad(what, f"not a TurboMem shared {KIND_NAMES[kind]} (magic {vals['magic']!r})")
+    if vals["endian"] != ENDIAN_MARK:
+        raise _bad(what, "written by a machine of other byte order or corrupt (endian mark "
+                         f"{vals['endian']:#x})")
+    if vals["version"] != LAYOUT_VERSION:
+        raise _bad(what, f"layout version {vals['version']}, this TurboMem reads version {LAYOUT_VERSION}")
+    if vals["kind"] != kind:
+        got = KIND_NAMES.get(vals["kind"], f"unknown kind {vals['kind']}")
+        raise _bad(what, f"is a TurboMem {got}, not a {KIND_NAMES[kind]}")
+    (stored,) = _CHECKSUM.unpack_from(raw, _HEADER.size)
+    if stored != _checksum(raw):
+        raise _bad(what, "header checksum mismatch (corrupt header)")
+    if vals["header_size"] != HEADER_SIZE:
+        raise _bad(what, f"header size {vals['header_size']} != {HEADER_SIZE}")
+    if vals["ready"] != READY:
+        raise _bad(what, "not ready: its creator died or is still initialising it")
+    page = vals["page_size"]
+    if page not in (PAGE, HUGE_2M):
+        raise _bad(what, f"page size {page} is neither {PAGE} nor {HUGE_2M}")
+    cap = vals["capacity"]
+    if kind == KIND_POOL:
+        if not 1 <= cap <= MAX_CAPACITY:
+            raise _bad(what, f"capacity {cap} outside [1, {MAX_CAPACITY}]")
+        if not 1 <= vals["obj_size"] <= MAX_OBJ_SIZE:
+            raise _bad(what, f"object size {vals['obj_size']} outside [1, {MAX_OBJ_SIZE}]")
+        if not 0 <= vals["cache_size"] <= min(MAX_CACHE, cap):
+            raise _bad(what, f"cache size {vals['cache_size']} outside [0, {min(MAX_CACHE, cap)}]")
+        if not 1 <= vals["max_slots"] <= _shm.MAX_SLOTS:
+            raise _bad(what, f"max_slots {vals['max_slots']} outside [1, {_shm.MAX_SLOTS}]")
+        if not 0 <= vals["nrings"] <= _shm.MAX_RINGS:
+            raise _bad(what, f"ring count {vals['nrings']} outside [0, {_shm.MAX_RINGS}]")
+        if vals["nrings"] and _shm.ring_memsize(vals["ring_capacity"]) == 0:
+            raise _bad(what, f"ring capacity {vals['ring_capacity']} is invalid")
+        expect = pool_layout(cap, vals["obj_size"], vals["cache_size"], vals["max_slots"],
+                             vals["nrings"], vals["ring_capacity"], page)
+    else:
+        if _shm.ring_memsize(cap) == 0 or vals["ring_capacity"] != cap:
+            raise _bad(what, f"ring capacity {cap} is invalid")
+        if vals["ring_flags"] & ~(RING_FLAG_SP | RING_FLAG_SC):
+            raise _bad(what, f"unknown ring flags {vals['ring_flags']:#x}")
+        expect = ring_layout(cap, page)
+    for key, want in expect.items():
+        if vals[key] != want:
+            raise _bad(what, f"{key} is {vals[key]}, the layout for these parameters needs {want} "
+                             "(corrupt header)")
+    if file_size != vals["total_size"]:
+        state = "truncated" if file_size < vals["total_size"] else "longer than its header says"
+        raise _bad(what, f"file is {file_size} bytes, header says {vals['total_size']}: {state}")
+    vals.pop("magic")
+    return vals
+
+
+# ------------------------------------------------------------ mapping ----
+
+def _shm_path(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"shared name must match [A-Za-z0-9_.-]{{1,200}}, got {name!r}")
+    return os.path.join(SHM_DIR, FILE_PREFIX + name)
+
+
+def _hugetlb_pages_free() -> int:
+    pool = procfs.hugetlb_pool()
+    return max(pool.free - pool.reserved, 0)
+
+
+class _Mapping:
+    """fd + mmap + where the pages came from.  Owns both."""
+
+    def __init__(self, fd: int, size: int, name: str | None, backing: str, reason: str):
+        self.fd = fd
+        self.size = size
+        self.name = name
+        self.backing = backing
+        self.reason = reason
+        self.mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        if backing != "hugetlb" and hasattr(mmap, "MADV_HUGEPAGE"):
+            try:  # honoured only when shmem_enabled is "advise" (or "within_size"/"always")
+                self.mm.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.mm is not None:
+            self.mm.close()  # BufferError while a view is exported: caller decides
+            self.mm = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _choose_backing(hugepages: str, name: str | None, pages_2m: int) -> tuple[str, str]:
+    """('hugetlb' | 'shmem', why)."""
+    shmem = procfs.shmem_thp_mode()
+    thp_note = (f"shmem_enabled={shmem}: shared memory gets 4 KB pages (transparent huge pages for "
+                "shared memory are off)" if shmem in ("never", "deny", "unavailable") else
+                f"shmem_enabled={shmem}: transparent huge pages possible for shared memory")
+    if hugepages == "none":
+        return "shmem", "hugepages='none' requested; " + thp_note
+    free = _hugetlb_pages_free()
+    if name is None and hugepages in ("auto", "hugetlb") and free >= pages_2m:
+        return "hugetlb", f"memfd MFD_HUGETLB: {free} free 2 MB hugetlb pages, {pages_2m} needed"
+    why = ("a named pool lives in /dev/shm (tmpfs), which cannot hold hugetlb pages"
+           if name is not None else f"{free} free 2 MB hugetlb pages, {pages_2m} needed")
+    return "shmem", f"no hugetlb ({why}); {thp_note}"
+
+
+def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, mode: int,
+                    flags: int, ring_flags: int) -> tuple[_Mapping, dict]:
+    if hugepages not in ("auto", "thp", "hugetlb", "none"):
+        raise ValueError(f"hugepages must be 'auto', 'thp', 'hugetlb' or 'none', got {hugepages!r}")
+    lay_small = lay_for_page(PAGE)
+    backing, reason = _choose_backing(hugepages, name, _up(lay_small["total_size"], HUGE_2M) // HUGE_2M)
+    lay = lay_for_page(HUGE_2M) if backing == "hugetlb" else lay_small
+    if name is None:
+        mfd_flags = os.MFD_CLOEXEC | (os.MFD_HUGETLB if backing == "hugetlb" else 0)
+        try:
+            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", mfd_flags)
+        except OSError as exc:
+            if backing != "hugetlb":
+                raise
+            backing, reason = "shmem", f"memfd MFD_HUGETLB failed ({exc.strerror}); 4 KB pages"
+            lay = lay_small
+            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", os.MFD_CLOEXEC)
+        path = None
+    else:
+        if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
+            raise ValueError(f"mode must be permission bits in [0, 0o777], got {mode!r}")
+        path = _shm_path(name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        os.fchmod(fd, mode)  # the umask must not widen or narrow what the caller asked for
+    if backing == "hugetlb":
+        try:  # hugetlb pages are reserved at mmap time: ENOMEM here, never SIGBUS later
+            os.ftruncate(fd, lay["total_size"])
+            m = _Mapping(fd, lay["total_size"], name, backing, reason)
+        except OSError as exc:
+            os.close(fd)
+            lay = lay_small
+            backing, reason = "shmem", (f"memfd MFD_HUGETLB could not be mapped ({exc.strerror}: the free "
+                                        "2 MB pages went to someone else); 4 KB pages")
+            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", os.MFD_CLOEXEC)
+        else:
+            m.mm[:HEADER_SIZE] = _pack_header(kind, lay, flags, ring_flags).ljust(HEADER_SIZE, b"\0")
+            return m, lay
+    try:
+        os.ftruncate(fd, lay["total_size"])
+        m = _Mapping(fd, lay["total_size"], name, backing, reason)
+    except BaseException:
+        os.close(fd)
+        if path:
+            os.unlink(path)
+        raise
+    m.mm[:HEADER_SIZE] = _pack_header(kind, lay, flags, ring_flags).ljust(HEADER_SIZE, b"\0")
+    return m, lay
+
+
+def _mark_ready(m: _Mapping) -> None:
+    m.mm[_READY_AT:_READY_AT + 4] = struct.pack("<I", READY)
+
+
+def _open_checked(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no shared TurboMem object at {path}") from None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: O_NOFOLLOW met a symlink
+            raise _bad(path, "is a symbolic link; refusing to follow it") from None
+        if exc.errno == 21:  # EISDIR
+            raise _bad(path, "is a directory") from None
+        raise
+    return fd
+
+
+def _attach_mapping(fd: int, kind: int, what: str, owned_name: str | None) -> tuple[_Mapping, dict]:
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _bad(what, "is not a regular file")
+        if st.st_uid != os.geteuid():
+            raise _bad(what, f"belongs to uid {st.st_uid}, not to this user ({os.geteuid()})")
+        raw = os.pread(fd, _HEADER.size + _CHECKSUM.size, 0) if st.st_size else b""
+        vals = parse_header(raw, st.st_size, kind, what)
+        m = _Mapping(fd, vals["total_size"], owned_name,
+                     "hugetlb" if vals["page_size"] == HUGE_2M else "shmem", "attached")
+    except BaseException:
+        os.close(fd)
+        raise
+    return m, vals
+
+
+def hugepage_report(m: _Mapping, address: int) -> dict:
+    """What the mapping got, measured in /proc/self/smaps, and why."""
+    maps = procfs.mappings_for(address, address + m.size)
+    huge = sum(mp.fields.get("ShmemPmdMapped", 0) + mp.fields.get("FilePmdMapped", 0) +
+               mp.fields.get("Shared_Hugetlb", 0) + mp.fields.get("Private_Hugetlb", 0) for mp in maps)
+    kernel_page = max((mp.fields.get("KernelPageSize", 0) for mp in maps), default=0)
+    page = kernel_page or (HUGE_2M if m.backing == "hugetlb" else PAGE)
+    return {"backing": ("memfd" if m.name is None else "/dev/shm file") +
+                       (" MFD_HUGETLB" if m.backing == "hugetlb" else ""),
+            "page_size": page,
+            "huge_bytes": huge,
+            "smaps_found": bool(maps),
+            "size": m.size,
+            "shmem_enabled": procfs.shmem_thp_mode(),
+            "reason": m.reason}
+
+
+def _validate_timeout(timeout) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a real number of seconds or None, got {type(timeout).__name__}")
+    t = float(timeout)
+    if not math.isfinite(t) or t < 0:
+        raise ValueError(f"timeout must be finite and >= 0 (or None), got {timeout!r}")
+    return t
+
+
+def _handles(handles, what: str = "handles") -> np.ndarray:
+    """A C-contiguous uint32 copy-free view when possible; ints checked."""
+    if isinstance(handles, np.ndarray):
+        if handles.ndim != 1:
+            raise ValueError(f"{what} must be one-dimensional")
+        if handles.dtype == np.uint32:
+            return np.ascontiguousarray(handles)
+        if handles.dtype.kind not in "iu":
+            raise TypeError(f"{what} must hold integers, got dtype {handles.dtype}")
+        if handles.size and (handles.min() < 0 or handles.max() > 0xFFFFFFFF):
+            raise InvalidHandleError(f"{what} hold a value outside [0, 2**32)")
+        return handles.astype(np.uint32)
+    seq = list(handles)
+    for v in seq:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{what} must be integers, got {type(v).__name__}")
+        if not 0 <= v <= 0xFFFFFFFF:
+            raise InvalidHandleError(f"handle {v} is outside [0, 2**32)")
+    return np.array(seq, dtype=np.uint32)
+
+
+def _one_handle(h) -> int:
+    if type(h) is int and 0 <= h <= 0xFFFFFFFF:  # the common case, without the ABC check
+        return h
+    if isinstance(h, bool) or not isinstance(h, numbers.Integral):
+        raise TypeError(f"a handle is an int, got {type(h).__name__}")
+    h = int(h)
+    if not 0 <= h <= 0xFFFFFFFF:
+        raise InvalidHandleError(f"handle {h} is outside [0, 2**32)")
+    return h
+
+
+def _rebuild_pool(name, dupfd):
+    if name is not None:
+        return SharedPool.attach(name)
+    return SharedPool._attach_fd(dupfd.detach(), None)
+
+
+def _rebuild_ring(name, dupfd):
+    if name is not None:
+        return SharedRing.attach(name)
+    return SharedRing._attach_fd(dupfd.detach(), None)
+
+
+def _reduce_fd(obj):
+    from multiprocessing.reduction import DupFd
+    return DupFd(obj._m.fd)
+
+
+# Bumped in every fork child: thread-slot leases from the parent are void there.
+_fork_generation = 0
+
+
+def _after_fork_in_child():
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Lease:
+    """A thread's slot in one pool.  Dropped with the thread's local storage
+    at thread exit: the cache goes back to the shared level and the slot to
+    this process's spare list."""
+
+    __slots__ = ("pool_ref", "slot", "gen", "__weakref__")
+
+    def __init__(self, pool, slot, gen):
+        self.pool_ref = weakref.ref(pool)
+        self.slot = slot
+        self.gen = gen
+
+    def __del__(self):
+        pool = self.pool_ref()
+        if pool is not None and self.gen == _fork_generation:
+            pool._lease_returned(self.slot)
+
+
+def _me() -> tuple[int, int]:
+    st = procfs.process_state("self")
+    return os.getpid(), (st.start_time if st else 0)
+
+
+def _is_alive(pid: int, start: int) -> bool:
+    """pid still names the process that claimed the slot (kill(pid, 0), not a
+    zombie, same start time)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    st = procfs.process_state(pid)
+    if st is None or st.state in ("Z", "X", "x"):
+        return False
+    return start == 0 or st.start_time == start
+
+
+class SharedPool:
+    """A fixed-size object pool in one shared mapping, usable from several
+    processes at once and recovered when one of them dies.
+
+    ``SharedPool(capacity, obj_size, *, name=None, cache_size=None (32), rings=0,
+    ring_capacity=1024, max_slots=64, hugepages="auto", mode=0o600)``
+
+    name=None: an anonymous memfd (pass the pool to children through
+    multiprocessing: it sends the descriptor).  A name creates
+    /dev/shm/turbomem.NAME (O_EXCL, mode 0600 by default); others use
+    ``SharedPool.attach(name)``.  ``rings`` single-producer/single-consumer
+    rings of ``ring_capacity`` handles live in the same mapping and move
+    ownership with the handle (``pool.ring(i)``).
+    """
+
+    def __init__(self, capacity, obj_size, *, name=None, cache_size=None, rings=0, ring_capacity=1024,
+                 max_slots=64, hugepages="auto", mode=0o600):
+        if cache_size is None:
+            cache_size = min(32, capacity) if isinstance(capacity, int) and capacity > 0 else 0
+        for key, v, lo, hi in (("capacity", capacity, 1, MAX_CAPACITY),
+                               ("obj_size", obj_size, 1, MAX_OBJ_SIZE),
+                               ("cache_size", cache_size, 0, MAX_CACHE),
+                               ("rings", rings, 0, _shm.MAX_RINGS),
+                               ("max_slots", max_slots, 1, _shm.MAX_SLOTS)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"{key} must be an int, got {type(v).__name__}")
+            if not lo <= v <= hi:
+                raise ValueError(f"{key} must be in [{lo}, {hi}], got {v}")
+        if cache_size > capacity:
+            raise ValueError(f"cache_size {cache_size} is larger than capacity {capacity}")
+        if rings and (isinstance(ring_capacity, bool) or not isinstance(ring_capacity, numbers.Integral)
+                      or _shm.ring_memsize(ring_capacity) == 0):
+            raise ValueError(f"ring_capacity must be an int in [1, 2**31], got {ring_capacity!r}")
+        ring_capacity = int(ring_capacity) if rings else 0
+        m, lay = _create_mapping(
+            KIND_POOL,
+            lambda page: pool_layout(int(capacity), int(obj_size), int(cache_size), int(max_slots),
+                                     int(rings), ring_capacity, page),
+            name, hugepages, mode, 0, 0)
+        try:
+            self._setup(m, lay, init=True)
+        except BaseException:
+            m.close()
+            if name:
+                os.unlink(_shm_path(name))
+            raise
+        _mark_ready(m)
+
+    @classmethod
+    def attach(cls, name: str) -> SharedPool:
+        """Attach to the pool another process created with ``name``."""
+        path = _shm_path(name)
+        return cls._attach_fd(_open_checked(path), name, path)
+
+    @classmethod
+    def _attach_fd(cls, fd: int, name: str | None, what: str | None = None) -> SharedPool:
+        m, vals = _attach_mapping(fd, KIND_POOL, what or f"descriptor {fd}", name)
+        self = cls.__new__(cls)
+        try:
+            self._setup(m, vals, init=False)
+            for r in range(vals["nrings"]):
+                cap = vals["ring_capacity"]
+                size = 1 if cap == 1 else 1 << (cap - 1).bit_length()
+                if self._v.ring_fields(r) != (size, size - 1, cap, RING_FLAG_SP | RING_FLAG_SC):
+                    raise _bad(what or "pool", f"ring {r}'s geometry disagrees with the header (corrupt)")
+        except BaseException:
+            self._closed = True
+            if getattr(self, "_v", None) is not None:
+                self._v.release()
+            m.close()
+            raise
+        return self
+
+    def _setup(self, m: _Mapping, lay: dict, init: bool) -> None:
+        self._m = m
+        self._lay = lay
+        self._closed = False
+        self._v = _shm.PoolView(m.mm, lay, init, lay["ring_capacity"])
+        self.capacity = lay["capacity"]
+        self.obj_size = lay["obj_size"]
+        self.stride = lay["stride"]
+        self.cache_size = lay["cache_size"]
+        self.nrings = lay["nrings"]
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._spare: list[int] = []
+        self._mine: list[int] = []
+        self._gen = _fork_generation
+        self._stats = {"gets": 0, "puts": 0, "empty": 0, "recovered_by_me": 0}
+        self._objects = None
+
+    # ---- slots (one per thread of this process) ------------------------------
+
+    def _slot(self) -> int:
+        try:
+            lease = self._local.lease
+            if lease.gen == _fork_generation:
+                return lease.slot
+        except AttributeError:
+            pass
+        return self._claim()
+
+    def _claim(self) -> int:
+        self._check()
+        with self._lock:
+            slot = self._spare.pop() if self._spare else -1
+        if slot < 0:
+            pid, start = _me()
+            slot = self._v.claim_slot(pid, threading.get_native_id(), start)
+            if slot < 0:
+                self.recover()
+                slot = self._v.claim_slot(pid, threading.get_native_id(), start)
+            if slot < 0:
+                raise TurbomemError(f"all {self._lay['max_slots']} thread slots of the shared pool "
+                                    "are taken by live threads (raise max_slots)")
+            with self._lock:
+                self._mine.append(slot)
+        self._local.lease = _Lease(self, slot, _fork_generation)
+        return slot
+
+    def _lease_returned(self, slot: int) -> None:
+        if self._closed:
+            return
+        try:
+            self._v.flush(slot)
+        except ValueError:
+            return
+        with self._lock:
+            self._spare.append(slot)
+
+    def _check(self):
+        if self._closed:
+            raise PoolClosedError("shared pool is closed")
+        if self._gen != _fork_generation:  # a fork child: nothing of the parent's is ours
+            self._gen = _fork_generation
+            self._lock = threading.Lock()
+            self._spare, self._mine = [], []
+            self._stats = dict.fromkeys(self._stats, 0)
+
+    # ---- objects ---------------------------------------------------------------
+
+    def get(self) -> int:
+        if self._closed or self._gen != _fork_generation:
+            self._check()
+        r = self._v.get(self._slot())
+        if r < 0:
+            r = self._short(lambda: self._v.get(self._slot()), 1)
+        self._stats["gets"] += 1
+        return r
+
+    def get_bulk(self, n) -> np.ndarray:
+        """Exactly n handles (all or nothing) as a uint32 array."""
+        self._check()
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= self.capacity:
+            raise ValueError(f"n must be an int in [0, {self.capacity}], got {n!r}")
+        out = np.empty(int(n), dtype=np.uint32)
+        if n:
+            rc = self._v.get_bulk(self._slot(), out)
+            if rc < 0:
+                self._short(lambda: self._v.get_bulk(self._slot(), out), n)
+        self._stats["gets"] += int(n)
+        return out
+
+    def _short(self, retry, n):
+        """The pool looked empty: give back what dead processes held, retry once."""
+        rc = -1
+        if self.recover()["objects"]:
+            rc = retry()
+        if rc < 0:
+            self._stats["empty"] += 1
+            raise PoolEmptyError(f"no {n} free object(s) in the shared pool (capacity {self.capacity}, "
+                                 f"{self.available} free)")
+        return rc
+
+    def put(self, h) -> None:
+        if self._closed or self._gen != _fork_generation:
+            self._check()
+        h = _one_handle(h)
+        rc = self._v.put(self._slot(), h)
+        if rc:
+            self._raise_put(rc, h)
+        self._stats["puts"] += 1
+
+    def put_bulk(self, handles) -> None:
+        """Return every handle, all or nothing."""
+        self._check()
+        arr = _handles(handles)
+        if arr.size:
+            rc, bad = self._v.put_bulk(self._slot(), arr)
+            if rc:
+                self._raise_put(rc, int(arr[bad]), bad)
+        self._stats["puts"] += int(arr.size)
+
+    def _raise_put(self, rc, h, index=None):
+        at = f" (index {index})" if index is not None else ""
+        if rc == -2:
+            raise InvalidHandleError(f"handle {h}{at} is outside [0, {self.capacity})")
+        if rc == -4:
+            raise DoubleFreeError(f"handle {h}{at} is already free")
+        if rc == -3:
+            raise InvalidHandleError(f"handle {h}{at} is not handed out (it is {self.owner(h)[0]})")
+        raise TurbomemError(f"shared pool error {rc}")
+
+    def owner(self, h) -> tuple[str, int]:
+        """(kind, slot or ring) of object h: ('free', -1), ('held', slot),
+        ('cached', slot), ('ring', ring index)."""
+        self._check()
+        w = self._v.owner_word(_one_handle(h))
+        kind = _shm.OWNER_KINDS.get(w >> 28, "corrupt")
+        if w == 0:
+            return ("free", -1)
+        return (kind, (w >> 12) & 0xFFFF if kind == "ring" else w & 0xFFF)
+
+    def view(self, h) -> memoryview:
+        """The object's bytes (writable, obj_size long).  Valid until close()."""
+        self._check()
+        h = _one_handle(h)
+        if h >= self.capacity:
+            raise InvalidHandleError(f"handle {h} is outside [0, {self.capacity})")
+        return self.objects()[h, :self.obj_size].data
+
+    def objects(self) -> np.ndarray:
+        """The object region as a (capacity, stride) uint8 array (no copy)."""
+        self._check()
+        if self._objects is None:
+            mv = self._v.objects(self.capacity * self.stride)
+            self._objects = np.frombuffer(mv, dtype=np.uint8).reshape(self.capacity, self.stride)
+        return self._objects
+
+    # ---- rings -------------------------------------------------------------------
+
+    def ring(self, index) -> PoolRing:
+        self._check()
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < self.nrings:
+            raise IndexError(f"ring index must be in [0, {self.nrings}), got {index!r}")
+        return PoolRing(self, int(index))
+
+    # ---- recovery and accounting -------------------------------------------------
+
+    def recover(self) -> dict:
+        """Give back every object (and ring side) held by dead processes."""
+        self._check()
+        slots, objects = [], 0
+        mypid = os.getpid()
+        for s, pid, _tid, start, _len in self._v.slots():
+            if pid == mypid or _is_alive(pid, start):
+                continue
+            freed = self._v.recover(s, pid, start)
+            if freed >= 0:
+                slots.append({"slot": s, "pid": pid, "objects": freed})
+                objects += freed
+        self._stats["recovered_by_me"] += objects
+        return {"slots": slots, "objects": objects}
+
+    def census(self) -> dict:
+        """Every object by where it is (an O(capacity) scan)."""
+        self._check()
+        return self._v.census()
+
+    def audit(self) -> dict:
+        """Check that every object is in exactly one place (the free array,
+        a cache, a ring, or a holder) and that the free array agrees with the
+        owner words.  Exact only while no other process uses the pool."""
+        self._check()
+        c = self._v.census()
+        free = self._v.free_handles()
+        problems = []
+        if len(set(free)) != len(free):
+            problems.append("an object is twice on the free array")
+        if len(free) != c["free"]:
+            problems.append(f"free array holds {len(free)}, owner words say {c['free']} free")
+        bad = [h for h in free if self._v.owner_word(h) != 0]
+        if bad:
+            problems.append(f"{len(bad)} objects on the free array are marked as owned")
+        seen: dict[int, int] = {}
+        for r in range(self.nrings):
+            for h in self._v.ring_handles(r):
+                seen[h] = seen.get(h, 0) + 1
+                if (self._v.owner_word(h) >> 28) != 3:
+                    problems.append(f"handle {h} in ring {r} is not marked as in a ring")
+        if any(v > 1 for v in seen.values()):
+            problems.append("a handle is twice in the rings")
+        total = c["free"] + sum(c["held"].values()) + sum(c["cached"].values()) + sum(c["ring"].values())
+        if total != self.capacity:
+            problems.append(f"owner words account for {total} of {self.capacity} objects")
+        return {"ok": not problems, "problems": problems, "census": c, "in_rings": len(seen)}
+
+    @property
+    def available(self) -> int:
+        c = self.census()
+        return c["free"] + sum(c["cached"].values())
+
+    @property
+    def in_use(self) -> int:
+        return self.capacity - self.available
+
+    def stats(self) -> dict:
+        """This process's counters (each process keeps its own) and the
+        pool-wide census."""
+        self._check()
+        c = self.census()
+        return {**self._stats, "capacity": self.capacity, "available": c["free"] + sum(c["cached"].values()),
+                "in_use": self.capacity - c["free"] - sum(c["cached"].values()),
+                "processes": len({pid for _s, pid, *_ in self._v.slots()}),
+                "recovered_total": c["recovered"], "lock_repairs": c["rebuilds"]}
+
+    def hugepage_report(self) -> dict:
+        self._check()
+        return hugepage_report(self._m, self._v.address())
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        return self._m.name
+
+    @property
+    def fd(self) -> int:
+        self._check()
+        return self._m.fd
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Detach this process: its caches go back, objects its threads still
+        hold are given back (this process can no longer reach them), and the
+        mapping is unmapped here.  Other processes are not affected."""
+        if self._closed:
+            return
+        if self._gen == _fork_generation:
+            pid, start = _me()
+            for s, spid, _tid, sstart, _len in self._v.slots():
+                if spid == pid and s in self._mine:
+                    self._v.recover(s, spid, sstart)
+        self._closed = True
+        self._objects = None
+        self._local = threading.local()
+        self._v.release()
+        try:
+            self._m.close()
+        except BufferError:
+            # A view from view()/objects() is still alive: the mapping stays
+            # until the last one goes (mmap frees it then); never unmap under it.
+            os.close(self._m.fd)
+            self._m.fd = -1
+
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm (attached processes keep working)."""
+        if self._m.name is not None:
+            try:
+                os.unlink(_shm_path(self._m.name))
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __reduce__(self):
+        self._check()
+        return (_rebuild_pool, (self._m.name, None if self._m.name else _reduce_fd(self)))
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"capacity={self.capacity}, obj_size={self.obj_size}"
+        return f"<SharedPool {self._m.name or 'memfd'} {state}>"
+
+
+class PoolRing:
+    """Ring ``index`` of a SharedPool: single producer, single consumer
+    (each side claimed by the first thread that uses it, released when that
+    process dies or detaches).  Ownership moves with the handle: the
+    consumer holds what it dequeues."""
+
+    def __init__(self, pool: SharedPool, index: int):
+        self._pool = pool
+        self.index = index
+
+    def _code(self, rc, arr=None, bad=0):
+        if rc == -8:
+            # the holder may be dead: recover and let the caller retry
+            if self._pool.recover()["slots"]:
+                return True
+            st = self._pool._v.ring_state(self.index)
+            raise RingBusyError(f"ring {self.index} is single-producer/single-consumer and its "
+                                f"producer is slot {st['producer']}, consumer slot {st['consumer']}")
+        if rc == -9:
+            raise TurbomemError(f"ring {self.index}'s control words are corrupt")
+        self._pool._raise_put(rc, int(arr[bad]) if arr is not None else -1, bad)
+
+    def enqueue_bulk(self, handles, timeout=0) -> bool:
+        """All of handles, or none (False when timeout passed without room;
+        0: do not wait, None: wait forever)."""
+        self._pool._check()
+        t = _validate_timeout(timeout)
+        arr = _handles(handles)
+        while True:
+            rc, bad = self._pool._v.ring_enqueue(self.index, self._pool._slot(), arr, t)
+            if rc >= 0:
+                return rc == arr.size
+            self._code(rc, arr, bad)
+
+    def enqueue(self, h, timeout=0) -> bool:
+        return self.enqueue_bulk(np.array([_one_handle(h)], dtype=np.uint32), timeout)
+
+    def dequeue_burst(self, n, timeout=0) -> np.ndarray:
+        """Up to n handles (empty when timeout passed first)."""
+        self._pool._check()
+        t = _validate_timeout(timeout)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        out = np.empty(int(n), dtype=np.uint32)
+        while True:
+            rc = self._pool._v.ring_dequeue(self.index, self._pool._slot(), out, t)
+            if rc >= 0:
+                return out[:rc]
+            self._code(rc)
+
+    def dequeue(self, timeout=0) -> int | None:
+        got = self.dequeue_burst(1, timeout)
+        return int(got[0]) if got.size else None
+
+    def __len__(self) -> int:
+        self._pool._check()
+        return self._pool._v.ring_state(self.index)["count"]
+
+    def handles(self) -> list[int]:
+        """The handles waiting in the ring (a snapshot)."""
+        self._pool._check()
+        return self._pool._v.ring_handles(self.index)
+
+
+class SharedRing:
+    """A ring of uint32 values (include/turbomem/ring.h) in its own shared
+    mapping, with futex waits: an idle waiter sleeps in the kernel and the
+    other side wakes it only when someone sleeps.
+
+    ``SharedRing(capacity, *, name=None, single_producer=False,
+    single_consumer=False, mode=0o600)``; ``SharedRing.attach(name)``.
+    It carries plain values, not pool ownership; for handles of a SharedPool
+    use the pool's rings (they survive a killed process).  A process killed
+    between reserving and publishing in multi-producer (or -consumer) mode
+    blocks that side, as in DPDK's ring.
+    """
+
+    def __init__(self, capacity, *, name=None, single_producer=False, single_consumer=False, mode=0o600):
+        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or \
+                _shm.ring_memsize(capacity) == 0:
+            raise ValueError(f"capacity must be an int in [1, 2**31], got {capacity!r}")
+        flags = (RING_FLAG_SP if single_producer else 0) | (RING_FLAG_SC if single_consumer else 0)
+        m, lay = _create_mapping(KIND_RING, lambda page: ring_layout(int(capacity), page), name, "none",
+                                 mode, 0, flags)
+        try:
+            self._setup(m, lay, flags, init=True)
+        except BaseException:
+            m.close()
+            if name:
+                os.unlink(_shm_path(name))
+            raise
+        _mark_ready(m)
+
+    @classmethod
+    def attach(cls, name: str) -> SharedRing:
+        path = _shm_path(name)
+        return cls._attach_fd(_open_checked(path), name, path)
+
+    @classmethod
+    def _attach_fd(cls, fd, name, what=None) -> SharedRing:
+        m, vals = _attach_mapping(fd, KIND_RING, what or f"descriptor {fd}", name)
+        self = cls.__new__(cls)
+        try:
+            self._setup(m, vals, vals["ring_flags"], init=False)
+            cap = vals["capacity"]
+            size = 1 if cap == 1 else 1 << (cap - 1).bit_length()
+            if self._v.fields() != (size, size - 1, cap, vals["ring_flags"]):
+                raise _bad(what or "ring", "ring geometry disagrees with the header (corrupt)")
+        except BaseException:
+            if getattr(self, "_v", None) is not None:
+                self._v.release()
+            m.close()
+            raise
+        return self
+
+    def _setup(self, m, lay, flags, init):
+        self._m = m
+        self._closed = False
+        self.capacity = lay["capacity"]
+        self._v = _shm.RingView(m.mm, lay["off_rings"], lay["off_rings"] + _shm.RINGCTL_SIZE, init,
+                                lay["capacity"], flags)
+
+    def _check(self):
+        if self._closed:
+            raise PoolClosedError("shared ring is closed")
+
+    def put_bulk(self, values, timeout=0) -> bool:
+        """All values or none; waits up to timeout seconds for room (0: no
+        wait, None: forever).  Interruptible by signals."""
+        self._check()
+        t = _validate_timeout(timeout)
+        arr = _handles(values, "values")
+        return self._v.enqueue(arr, False, t) == arr.size
+
+    def put(self, value, timeout=0) -> bool:
+        self._check()
+        return self.put_bulk(np.array([_one_handle(value)], dtype=np.uint32), timeout)
+
+    def get_burst(self, n, timeout=0) -> np.ndarray:
+        """Up to n values, waiting up to timeout for at least one."""
+        self._check()
+        t = _validate_timeout(timeout)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        out = np.empty(int(n), dtype=np.uint32)
+        return out[:self._v.dequeue(out, t)]
+
+    def get(self, timeout=0) -> int | None:
+        got = self.get_burst(1, timeout)
+        return int(got[0]) if got.size else None
+
+    def __len__(self):
+        self._check()
+        return self._v.count()
+
+    def waiters(self) -> tuple[int, int]:
+        """(consumers, producers) asleep on the ring's futex words now."""
+        self._check()
+        return self._v.waiters()
+
+    @property
+    def name(self):
+        return self._m.name
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._v.release()
+        self._m.close()
+
+    def unlink(self):
+        if self._m.name is not None:
+            try:
+                os.unlink(_shm_path(self._m.name))
+            except FileNotFoundError:
+                pass
+
+    def hugepage_report(self) -> dict:
+        self._check()
+        return hugepage_report(self._m, self._v.address())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __reduce__(self):
+        self._check()
+        return (_rebuild_ring, (self._m.name, None if self._m.name else _reduce_fd(self)))
+
+    def __repr__(self):
+        return f"<SharedRing {self._m.name or 'memfd'} capacity={self.capacity}{' closed' if self._closed else ''}>"
