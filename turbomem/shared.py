@@ -234,17 +234,26 @@ class _Mapping:
         self.name = name
         self.backing = backing
         self.reason = reason
-        self.mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._mm: mmap.mmap | None = mmap.mmap(fd, size, flags=mmap.MAP_SHARED,
+                                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
         if backing != "hugetlb" and hasattr(mmap, "MADV_HUGEPAGE"):
             try:  # honoured only when shmem_enabled is "advise" (or "within_size"/"always")
-                self.mm.madvise(mmap.MADV_HUGEPAGE)
+                self._mm.madvise(mmap.MADV_HUGEPAGE)
             except OSError:
                 pass
 
+    @property
+    def mm(self) -> mmap.mmap:
+        """The mapping; ValueError once close() has run."""
+        if self._mm is None:
+            raise ValueError("mapping is closed")
+        return self._mm
+
     def close(self) -> None:
-        if self.mm is not None:
-            self.mm.close()  # BufferError while a view is exported: caller decides
-            self.mm = None
+        """Unmap and close the fd (idempotent)."""
+        if self._mm is not None:
+            self._mm.close()  # BufferError while a view is exported: caller decides
+            self._mm = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -394,7 +403,7 @@ def _handles(handles, what: str = "handles") -> np.ndarray:
     for v in seq:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise TypeError(f"{what} must be integers, got {type(v).__name__}")
-        if not 0 <= v <= 0xFFFFFFFF:
+        if not 0 <= int(v) <= 0xFFFFFFFF:
             raise InvalidHandleError(f"handle {v} is outside [0, 2**32)")
     return np.array(seq, dtype=np.uint32)
 
@@ -568,7 +577,7 @@ class SharedPool:
         self._mine: list[int] = []
         self._gen = _fork_generation
         self._stats = {"gets": 0, "puts": 0, "empty": 0, "recovered_by_me": 0}
-        self._objects = None
+        self._objects: np.ndarray | None = None
 
     # ---- slots (one per thread of this process) ------------------------------
 
@@ -632,7 +641,7 @@ class SharedPool:
     def get_bulk(self, n) -> np.ndarray:
         """Exactly n handles (all or nothing) as a uint32 array."""
         self._check()
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= self.capacity:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= int(n) <= self.capacity:
             raise ValueError(f"n must be an int in [0, {self.capacity}], got {n!r}")
         out = np.empty(int(n), dtype=np.uint32)
         if n:
@@ -712,7 +721,7 @@ class SharedPool:
 
     def ring(self, index) -> PoolRing:
         self._check()
-        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < self.nrings:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= int(index) < self.nrings:
             raise IndexError(f"ring index must be in [0, {self.nrings}), got {index!r}")
         return PoolRing(self, int(index))
 
