@@ -52,6 +52,7 @@ DEF SIGNAL_CHECK_S = 0.02
 DEF WAIT_AGAIN = 0
 DEF WAIT_TIMEOUT = 1
 DEF WAIT_SIGNALS = 2
+DEF WAIT_CLOSED = 3  # a consumer saw the ring closed (after its last look)
 
 
 cdef inline double _now() noexcept nogil:
@@ -300,11 +301,14 @@ cdef class Ring:
                             # One more look after seeing the close: handles
                             # enqueued before it are visible now (ACQUIRE).
                             ok = tm_ring_dequeue(self._r, &h)
+                            why = WAIT_CLOSED
                             break
                         why = _waiter_wait(&w)
                         if why != WAIT_AGAIN:
                             break
-                if ok or why == WAIT_TIMEOUT or self._closed:
+                # Only the inner loop decides "closed": a close() that lands
+                # while we hold the GIL here is seen there, after a last look.
+                if ok or why == WAIT_TIMEOUT or why == WAIT_CLOSED:
                     break
                 PyErr_CheckSignals()
                 why = WAIT_AGAIN
@@ -312,7 +316,7 @@ cdef class Ring:
             self._leave_wait()
         if ok:
             return h
-        if self._closed:
+        if why == WAIT_CLOSED:
             raise _closed_error(self)
         return -1
 
@@ -395,17 +399,18 @@ cdef class Ring:
                         if tm_closed_load_acquire(<int *>&self._closed):
                             # One more look after seeing the close (see dequeue_wait).
                             got = tm_ring_dequeue_burst(self._r, data, count)
+                            why = WAIT_CLOSED
                             break
                         why = _waiter_wait(&w)
                         if why != WAIT_AGAIN:
                             break
-                if got or why == WAIT_TIMEOUT or self._closed:
+                if got or why == WAIT_TIMEOUT or why == WAIT_CLOSED:  # see dequeue_wait
                     break
                 PyErr_CheckSignals()
                 why = WAIT_AGAIN
         finally:
             self._leave_wait()
-        if got == 0 and self._closed:
+        if got == 0 and why == WAIT_CLOSED:
             raise _closed_error(self)
         return got
 

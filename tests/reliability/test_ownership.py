@@ -298,3 +298,39 @@ def test_close_right_after_enqueue_never_hides_the_handles_from_a_waiting_consum
         lost += got != [7, 8]
         assert sorted(got + r.dequeue_burst(8).tolist()) == [7, 8]  # never lost from the ring
     assert lost == 0
+
+
+def test_close_during_a_sleeping_consumers_signal_check_never_hides_the_handles():
+    # A consumer sleeping in its wait takes the GIL back every 20 ms to look for signals;
+    # a close() that lands in that instant must not end the wait before a last look.
+    # 40 consumers at a time, closed 15-25 ms into their wait (before the fix: about
+    # 1 consumer in 800 reported "closed" with both handles still in its ring).
+    lost = 0
+    for round_ in range(40):
+        rings = [tm.Ring(8) for _ in range(40)]
+        got = [[] for _ in rings]
+
+        def consumer(r, out, burst):
+            try:
+                while True:
+                    if burst:
+                        out.extend(r.dequeue_burst_wait(8, 5).tolist())
+                    else:
+                        out.append(r.dequeue_wait(5))
+            except tm.PoolClosedError:
+                pass
+
+        threads = [threading.Thread(target=consumer, args=(r, out, (round_ + i) % 2))
+                   for i, (r, out) in enumerate(zip(rings, got))]
+        for t in threads:
+            t.start()
+        time.sleep(0.015 + 0.01 * (round_ % 10) / 10)
+        for r in rings:
+            r.enqueue_burst([7, 8])
+            r.close()
+        for t in threads:
+            t.join(5)
+        for r, out in zip(rings, got):
+            lost += out != [7, 8]
+            assert sorted(out + r.dequeue_burst(8).tolist()) == [7, 8]
+    assert lost == 0
