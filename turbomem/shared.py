@@ -32,8 +32,11 @@ import stat
 import struct
 import threading
 import weakref
+from collections.abc import Iterable
+from typing import Any, SupportsIndex
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _shm, procfs
 from .errors import (
@@ -100,7 +103,7 @@ def _up(n: int, a: int) -> int:
 
 
 def pool_layout(capacity: int, obj_size: int, cache_size: int, max_slots: int, nrings: int,
-                ring_capacity: int, page_size: int) -> dict:
+                ring_capacity: int, page_size: int) -> dict[str, int]:
     """Offsets of every region of a pool mapping; a pure function of the
     parameters, so attach recomputes it and compares with the header."""
     stride = _up(obj_size, CACHE_LINE)
@@ -128,7 +131,8 @@ def pool_layout(capacity: int, obj_size: int, cache_size: int, max_slots: int, n
     return lay
 
 
-def ring_layout(capacity: int, page_size: int) -> dict:
+def ring_layout(capacity: int, page_size: int) -> dict[str, int]:
+    """Offsets of every region of a ring mapping (header, control words, ring)."""
     lay = {"capacity": capacity, "obj_size": 0, "stride": 0, "cache_size": 0, "max_slots": 0,
            "nrings": 1, "ring_capacity": capacity, "page_size": page_size}
     lay["off_ctl"] = HEADER_SIZE
@@ -152,7 +156,7 @@ def _bad(what: str, why: str) -> SharedFormatError:
     return SharedFormatError(f"{what}: {why}")
 
 
-def parse_header(raw: bytes, file_size: int, kind: int, what: str) -> dict:
+def parse_header(raw: bytes, file_size: int, kind: int, what: str) -> dict[str, int]:
     """Validate a header against the file size; return the layout.  Every
     check that fails raises SharedFormatError saying which."""
     if file_size < HEADER_SIZE or len(raw) < _HEADER.size + _CHECKSUM.size:
@@ -228,12 +232,12 @@ def _hugetlb_pages_free() -> int:
 class _Mapping:
     """fd + mmap + where the pages came from.  Owns both."""
 
-    def __init__(self, fd: int, size: int, name: str | None, backing: str, reason: str):
-        self.fd = fd
-        self.size = size
-        self.name = name
-        self.backing = backing
-        self.reason = reason
+    def __init__(self, fd: int, size: int, name: str | None, backing: str, reason: str) -> None:
+        self.fd: int = fd
+        self.size: int = size
+        self.name: str | None = name
+        self.backing: str = backing
+        self.reason: str = reason
         self._mm: mmap.mmap | None = mmap.mmap(fd, size, flags=mmap.MAP_SHARED,
                                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
         if backing != "hugetlb" and hasattr(mmap, "MADV_HUGEPAGE"):
@@ -359,7 +363,7 @@ def _attach_mapping(fd: int, kind: int, what: str, owned_name: str | None) -> tu
     return m, vals
 
 
-def hugepage_report(m: _Mapping, address: int) -> dict:
+def hugepage_report(m: _Mapping, address: int) -> dict[str, Any]:
     """What the mapping got, measured in /proc/self/smaps, and why."""
     maps = procfs.mappings_for(address, address + m.size)
     huge = sum(mp.fields.get("ShmemPmdMapped", 0) + mp.fields.get("FilePmdMapped", 0) +
@@ -503,8 +507,9 @@ class SharedPool:
     ownership with the handle (``pool.ring(i)``).
     """
 
-    def __init__(self, capacity, obj_size, *, name=None, cache_size=None, rings=0, ring_capacity=1024,
-                 max_slots=64, hugepages="auto", mode=0o600):
+    def __init__(self, capacity: int, obj_size: int, *, name: str | None = None, cache_size: int | None = None,
+                 rings: int = 0, ring_capacity: int = 1024, max_slots: int = 64, hugepages: str = "auto",
+                 mode: int = 0o600) -> None:
         if cache_size is None:
             cache_size = min(32, capacity) if isinstance(capacity, int) and capacity > 0 else 0
         for key, v, lo, hi in (("capacity", capacity, 1, MAX_CAPACITY),
@@ -566,18 +571,18 @@ class SharedPool:
         self._lay = lay
         self._closed = False
         self._v = _shm.PoolView(m.mm, lay, init, lay["ring_capacity"])
-        self.capacity = lay["capacity"]
-        self.obj_size = lay["obj_size"]
-        self.stride = lay["stride"]
-        self.cache_size = lay["cache_size"]
-        self.nrings = lay["nrings"]
+        self.capacity: int = lay["capacity"]
+        self.obj_size: int = lay["obj_size"]
+        self.stride: int = lay["stride"]
+        self.cache_size: int = lay["cache_size"]
+        self.nrings: int = lay["nrings"]
         self._local = threading.local()
         self._lock = threading.Lock()
         self._spare: list[int] = []
         self._mine: list[int] = []
         self._gen = _fork_generation
         self._stats = {"gets": 0, "puts": 0, "empty": 0, "recovered_by_me": 0}
-        self._objects: np.ndarray | None = None
+        self._objects: npt.NDArray[np.uint8] | None = None
 
     # ---- slots (one per thread of this process) ------------------------------
 
@@ -630,6 +635,7 @@ class SharedPool:
     # ---- objects ---------------------------------------------------------------
 
     def get(self) -> int:
+        """One free object's handle (PoolEmptyError when none is left)."""
         if self._closed or self._gen != _fork_generation:
             self._check()
         r = self._v.get(self._slot())
@@ -638,7 +644,7 @@ class SharedPool:
         self._stats["gets"] += 1
         return r
 
-    def get_bulk(self, n) -> np.ndarray:
+    def get_bulk(self, n: SupportsIndex) -> npt.NDArray[np.uint32]:
         """Exactly n handles (all or nothing) as a uint32 array."""
         self._check()
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= int(n) <= self.capacity:
@@ -662,7 +668,8 @@ class SharedPool:
                                  f"{self.available} free)")
         return rc
 
-    def put(self, h) -> None:
+    def put(self, h: SupportsIndex) -> None:
+        """Give object h back to the pool."""
         if self._closed or self._gen != _fork_generation:
             self._check()
         h = _one_handle(h)
@@ -671,7 +678,7 @@ class SharedPool:
             self._raise_put(rc, h)
         self._stats["puts"] += 1
 
-    def put_bulk(self, handles) -> None:
+    def put_bulk(self, handles: npt.NDArray[np.integer[Any]] | Iterable[SupportsIndex]) -> None:
         """Return every handle, all or nothing."""
         self._check()
         arr = _handles(handles)
@@ -691,7 +698,7 @@ class SharedPool:
             raise InvalidHandleError(f"handle {h}{at} is not handed out (it is {self.owner(h)[0]})")
         raise TurbomemError(f"shared pool error {rc}")
 
-    def owner(self, h) -> tuple[str, int]:
+    def owner(self, h: SupportsIndex) -> tuple[str, int]:
         """(kind, slot or ring) of object h: ('free', -1), ('held', slot),
         ('cached', slot), ('ring', ring index)."""
         self._check()
@@ -701,7 +708,7 @@ class SharedPool:
             return ("free", -1)
         return (kind, (w >> 12) & 0xFFFF if kind == "ring" else w & 0xFFF)
 
-    def view(self, h) -> memoryview:
+    def view(self, h: SupportsIndex) -> memoryview:
         """The object's bytes (writable, obj_size long).  Valid until close()."""
         self._check()
         h = _one_handle(h)
@@ -709,7 +716,7 @@ class SharedPool:
             raise InvalidHandleError(f"handle {h} is outside [0, {self.capacity})")
         return self.objects()[h, :self.obj_size].data
 
-    def objects(self) -> np.ndarray:
+    def objects(self) -> npt.NDArray[np.uint8]:
         """The object region as a (capacity, stride) uint8 array (no copy)."""
         self._check()
         if self._objects is None:
@@ -719,7 +726,8 @@ class SharedPool:
 
     # ---- rings -------------------------------------------------------------------
 
-    def ring(self, index) -> PoolRing:
+    def ring(self, index: SupportsIndex) -> PoolRing:
+        """Ring ``index`` (0 <= index < nrings) of this pool."""
         self._check()
         if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= int(index) < self.nrings:
             raise IndexError(f"ring index must be in [0, {self.nrings}), got {index!r}")
@@ -727,7 +735,7 @@ class SharedPool:
 
     # ---- recovery and accounting -------------------------------------------------
 
-    def recover(self) -> dict:
+    def recover(self) -> dict[str, Any]:
         """Give back every object (and ring side) held by dead processes."""
         self._check()
         slots, objects = [], 0
@@ -742,12 +750,12 @@ class SharedPool:
         self._stats["recovered_by_me"] += objects
         return {"slots": slots, "objects": objects}
 
-    def census(self) -> dict:
+    def census(self) -> dict[str, Any]:
         """Every object by where it is (an O(capacity) scan)."""
         self._check()
         return self._v.census()
 
-    def audit(self) -> dict:
+    def audit(self) -> dict[str, Any]:
         """Check that every object is in exactly one place (the free array,
         a cache, a ring, or a holder) and that the free array agrees with the
         owner words.  Exact only while no other process uses the pool."""
@@ -784,7 +792,7 @@ class SharedPool:
     def in_use(self) -> int:
         return self.capacity - self.available
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """This process's counters (each process keeps its own) and the
         pool-wide census."""
         self._check()
@@ -794,7 +802,8 @@ class SharedPool:
                 "processes": len({pid for _s, pid, *_ in self._v.slots()}),
                 "recovered_total": c["recovered"], "lock_repairs": c["rebuilds"]}
 
-    def hugepage_report(self) -> dict:
+    def hugepage_report(self) -> dict[str, Any]:
+        """Page size and huge-page coverage of the mapping, and why."""
         self._check()
         return hugepage_report(self._m, self._v.address())
 
@@ -844,17 +853,17 @@ class SharedPool:
             except FileNotFoundError:
                 pass
 
-    def __enter__(self):
+    def __enter__(self) -> SharedPool:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[str | None, Any]]:
         self._check()
         return (_rebuild_pool, (self._m.name, None if self._m.name else _reduce_fd(self)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closed else f"capacity={self.capacity}, obj_size={self.obj_size}"
         return f"<SharedPool {self._m.name or 'memfd'} {state}>"
 
@@ -865,9 +874,9 @@ class PoolRing:
     process dies or detaches).  Ownership moves with the handle: the
     consumer holds what it dequeues."""
 
-    def __init__(self, pool: SharedPool, index: int):
+    def __init__(self, pool: SharedPool, index: int) -> None:
         self._pool = pool
-        self.index = index
+        self.index: int = index
 
     def _code(self, rc, arr=None, bad=0):
         if rc == -8:
@@ -881,7 +890,8 @@ class PoolRing:
             raise TurbomemError(f"ring {self.index}'s control words are corrupt")
         self._pool._raise_put(rc, int(arr[bad]) if arr is not None else -1, bad)
 
-    def enqueue_bulk(self, handles, timeout=0) -> bool:
+    def enqueue_bulk(self, handles: npt.NDArray[np.integer[Any]] | Iterable[SupportsIndex],
+                     timeout: float | None = 0) -> bool:
         """All of handles, or none (False when timeout passed without room;
         0: do not wait, None: wait forever)."""
         self._pool._check()
@@ -893,10 +903,11 @@ class PoolRing:
                 return rc == arr.size
             self._code(rc, arr, bad)
 
-    def enqueue(self, h, timeout=0) -> bool:
+    def enqueue(self, h: SupportsIndex, timeout: float | None = 0) -> bool:
+        """Enqueue one handle (False when timeout passed without room)."""
         return self.enqueue_bulk(np.array([_one_handle(h)], dtype=np.uint32), timeout)
 
-    def dequeue_burst(self, n, timeout=0) -> np.ndarray:
+    def dequeue_burst(self, n: SupportsIndex, timeout: float | None = 0) -> npt.NDArray[np.uint32]:
         """Up to n handles (empty when timeout passed first)."""
         self._pool._check()
         t = _validate_timeout(timeout)
@@ -909,7 +920,8 @@ class PoolRing:
                 return out[:rc]
             self._code(rc)
 
-    def dequeue(self, timeout=0) -> int | None:
+    def dequeue(self, timeout: float | None = 0) -> int | None:
+        """One handle, or None when timeout passed first."""
         got = self.dequeue_burst(1, timeout)
         return int(got[0]) if got.size else None
 
@@ -936,7 +948,8 @@ class SharedRing:
     blocks that side, as in DPDK's ring.
     """
 
-    def __init__(self, capacity, *, name=None, single_producer=False, single_consumer=False, mode=0o600):
+    def __init__(self, capacity: int, *, name: str | None = None, single_producer: bool = False,
+                 single_consumer: bool = False, mode: int = 0o600) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or \
                 _shm.ring_memsize(capacity) == 0:
             raise ValueError(f"capacity must be an int in [1, 2**31], got {capacity!r}")
@@ -954,6 +967,7 @@ class SharedRing:
 
     @classmethod
     def attach(cls, name: str) -> SharedRing:
+        """Open the named ring /dev/shm/turbomem.NAME created by another process."""
         path = _shm_path(name)
         return cls._attach_fd(_open_checked(path), name, path)
 
@@ -977,7 +991,7 @@ class SharedRing:
     def _setup(self, m, lay, flags, init):
         self._m = m
         self._closed = False
-        self.capacity = lay["capacity"]
+        self.capacity: int = lay["capacity"]
         self._v = _shm.RingView(m.mm, lay["off_rings"], lay["off_rings"] + _shm.RINGCTL_SIZE, init,
                                 lay["capacity"], flags)
 
@@ -985,7 +999,8 @@ class SharedRing:
         if self._closed:
             raise PoolClosedError("shared ring is closed")
 
-    def put_bulk(self, values, timeout=0) -> bool:
+    def put_bulk(self, values: npt.NDArray[np.integer[Any]] | Iterable[SupportsIndex],
+                 timeout: float | None = 0) -> bool:
         """All values or none; waits up to timeout seconds for room (0: no
         wait, None: forever).  Interruptible by signals."""
         self._check()
@@ -993,11 +1008,12 @@ class SharedRing:
         arr = _handles(values, "values")
         return self._v.enqueue(arr, False, t) == arr.size
 
-    def put(self, value, timeout=0) -> bool:
+    def put(self, value: SupportsIndex, timeout: float | None = 0) -> bool:
+        """Put one value (False when timeout passed without room)."""
         self._check()
         return self.put_bulk(np.array([_one_handle(value)], dtype=np.uint32), timeout)
 
-    def get_burst(self, n, timeout=0) -> np.ndarray:
+    def get_burst(self, n: SupportsIndex, timeout: float | None = 0) -> npt.NDArray[np.uint32]:
         """Up to n values, waiting up to timeout for at least one."""
         self._check()
         t = _validate_timeout(timeout)
@@ -1006,11 +1022,12 @@ class SharedRing:
         out = np.empty(int(n), dtype=np.uint32)
         return out[:self._v.dequeue(out, t)]
 
-    def get(self, timeout=0) -> int | None:
+    def get(self, timeout: float | None = 0) -> int | None:
+        """One value, or None when timeout passed first."""
         got = self.get_burst(1, timeout)
         return int(got[0]) if got.size else None
 
-    def __len__(self):
+    def __len__(self) -> int:
         self._check()
         return self._v.count()
 
@@ -1020,40 +1037,45 @@ class SharedRing:
         return self._v.waiters()
 
     @property
-    def name(self):
+    def name(self) -> str | None:
+        """The /dev/shm name, or None for a memfd ring."""
         return self._m.name
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
+        """True once close() has run in this process."""
         return self._closed
 
-    def close(self):
+    def close(self) -> None:
+        """Unmap the ring in this process (others keep it)."""
         if self._closed:
             return
         self._closed = True
         self._v.release()
         self._m.close()
 
-    def unlink(self):
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm (attached processes keep working)."""
         if self._m.name is not None:
             try:
                 os.unlink(_shm_path(self._m.name))
             except FileNotFoundError:
                 pass
 
-    def hugepage_report(self) -> dict:
+    def hugepage_report(self) -> dict[str, Any]:
+        """Page size and huge-page coverage of the mapping, and why."""
         self._check()
         return hugepage_report(self._m, self._v.address())
 
-    def __enter__(self):
+    def __enter__(self) -> SharedRing:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[str | None, Any]]:
         self._check()
         return (_rebuild_ring, (self._m.name, None if self._m.name else _reduce_fd(self)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<SharedRing {self._m.name or 'memfd'} capacity={self.capacity}{' closed' if self._closed else ''}>"

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from typing import Any, Optional
 
 import numpy as np
+
+from .report import Progress
 
 __all__ = ["run", "suite"]
 
@@ -237,7 +240,8 @@ def _faster_fifo_missing() -> str | None:
     return None
 
 
-def run(quick: bool = False, rounds: int | None = None, packets: int | None = None) -> list[dict]:
+def run(quick: bool = False, rounds: int | None = None, packets: int | None = None) -> list[dict[str, Any]]:
+    """One row per contender (packets/s, ratio to mp.Queue, or why skipped); best of the rounds."""
     n = packets or (20_000 if quick else 100_000)
     rounds = rounds or (2 if quick else 3)
     frames = _frames()
@@ -271,7 +275,8 @@ def run(quick: bool = False, rounds: int | None = None, packets: int | None = No
     return rows
 
 
-def suite(quick: bool = False, progress=None) -> dict:
+def suite(quick: bool = False, progress: Optional[Progress] = None) -> dict[str, Any]:
+    """The suite's report: rows, goals and chart for the benchmark report."""
     if progress is not None:
         progress.update(0, 1, "multiprocess")
     rows = run(quick)
