@@ -161,7 +161,7 @@ def sender(pool, nworkers, out, workers_done, sent):
 
 def run(source, nworkers=2, drop_port=None, out=None, kill_worker=None, capacity=8192, total=None):
     ctx = mp.get_context("fork")
-    pool = SharedPool(capacity, OBJ, rings=2 * nworkers, ring_capacity=1024, cache_size=64)
+    pool = SharedPool(OBJ, capacity, rings=2 * nworkers, ring_capacity=1024, cache_size=64)
     # captured lengths: a small shared array beside the pool (inherited through fork)
     pool.lengths = np.frombuffer(mp.RawArray("H", capacity), dtype=np.uint16)
     assigned = ctx.Array("q", nworkers)

@@ -206,10 +206,10 @@ def program_name() -> str:
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """The main job's command line (``bench`` is dispatched before it is parsed)."""
-    from turbomem.bench.cli import SUITE_NAMES
+    from turbomem.bench.cli import EXTRA_SUITES, SUITE_NAMES
 
     prog = prog or program_name()
-    suites = "|".join(SUITE_NAMES + ("all",))
+    suites = "|".join(SUITE_NAMES + EXTRA_SUITES + ("all",))
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=_HelpFormatter,
         usage=f"%(prog)s [-h] [--version] [--json] [--obj-size BYTES] [--pool-mb MIB] [--seconds S] "

@@ -496,7 +496,7 @@ class SharedPool:
     """A fixed-size object pool in one shared mapping, usable from several
     processes at once and recovered when one of them dies.
 
-    ``SharedPool(capacity, obj_size, *, name=None, cache_size=None (32), rings=0,
+    ``SharedPool(obj_size, capacity, *, name=None, cache_size=None (32), rings=0,
     ring_capacity=1024, max_slots=64, hugepages="auto", mode=0o600)``
 
     name=None: an anonymous memfd (pass the pool to children through
@@ -504,10 +504,11 @@ class SharedPool:
     /dev/shm/turbomem.NAME (O_EXCL, mode 0600 by default); others use
     ``SharedPool.attach(name)``.  ``rings`` single-producer/single-consumer
     rings of ``ring_capacity`` handles live in the same mapping and move
-    ownership with the handle (``pool.ring(i)``).
+    ownership with the handle (``pool.ring(i)``).  The first two arguments
+    are in ``Pool``'s order: object size, then number of objects.
     """
 
-    def __init__(self, capacity: int, obj_size: int, *, name: str | None = None, cache_size: int | None = None,
+    def __init__(self, obj_size: int, capacity: int, *, name: str | None = None, cache_size: int | None = None,
                  rings: int = 0, ring_capacity: int = 1024, max_slots: int = 64, hugepages: str = "auto",
                  mode: int = 0o600) -> None:
         if cache_size is None:

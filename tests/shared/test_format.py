@@ -22,7 +22,7 @@ def _name():
 def pool_file():
     """A valid named pool's bytes (with rings), and a fresh name to write variants under."""
     name = _name()
-    with sh.SharedPool(64, 256, name=name, rings=2, ring_capacity=16, max_slots=4) as p:
+    with sh.SharedPool(256, 64, name=name, rings=2, ring_capacity=16, max_slots=4) as p:
         data = bytes(p._m.mm)
         p.unlink()
     return data
@@ -194,10 +194,10 @@ def test_named_pool_mode_0600_and_exclusive():
     name = _name()
     old = os.umask(0)
     try:
-        with sh.SharedPool(8, 64, name=name) as p:
+        with sh.SharedPool(64, 8, name=name) as p:
             assert stat.S_IMODE(os.stat(sh._shm_path(name)).st_mode) == 0o600
             with pytest.raises(FileExistsError):
-                sh.SharedPool(8, 64, name=name)
+                sh.SharedPool(64, 8, name=name)
             p.unlink()
         with sh.SharedRing(8, name=name, mode=0o640) as r:
             assert stat.S_IMODE(os.stat(sh._shm_path(name)).st_mode) == 0o640
@@ -207,11 +207,11 @@ def test_named_pool_mode_0600_and_exclusive():
 
 
 def test_hugepage_report_says_what_and_why():
-    with sh.SharedPool(16, 2048) as p:
+    with sh.SharedPool(2048, 16) as p:
         rep = p.hugepage_report()
     assert rep["backing"].startswith("memfd")
     assert rep["shmem_enabled"] in rep["reason"] or "MFD_HUGETLB" in rep["reason"]
     if rep["backing"] == "memfd":
         assert rep["page_size"] == 4096 or rep["huge_bytes"] > 0
-    with sh.SharedPool(16, 2048, hugepages="none") as p:
+    with sh.SharedPool(2048, 16, hugepages="none") as p:
         assert "hugepages='none'" in p.hugepage_report()["reason"]

@@ -29,7 +29,7 @@ def _spawn(pool, seed, ring_in, ring_out):
 
 def kill_run(kills: int, seed: int = 1, capacity: int = 512, workers: int = 2) -> dict:
     rnd = random.Random(seed)
-    pool = sh.SharedPool(capacity, 64, rings=workers, ring_capacity=64, cache_size=16, max_slots=64)
+    pool = sh.SharedPool(64, capacity, rings=workers, ring_capacity=64, cache_size=16, max_slots=64)
     try:
         # worker i produces on ring i and consumes ring i-1: each ring one producer, one consumer
         pids = [_spawn(pool, rnd.random(), (i - 1) % workers, i) for i in range(workers)]

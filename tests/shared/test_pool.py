@@ -47,7 +47,7 @@ def test_get_put_exact_accounting_and_errors():
 
 
 def test_objects_live_in_the_mapping():
-    with sh.SharedPool(4, 2048) as p:
+    with sh.SharedPool(2048, 4) as p:
         h = p.get()
         p.view(h)[:5] = b"hello"
         assert bytes(p.objects()[h, :5]) == b"hello"
@@ -68,7 +68,7 @@ def test_constructor_validates(kw):
 
 
 def test_closed_pool_raises_and_views_survive():
-    p = sh.SharedPool(4, 64)
+    p = sh.SharedPool(64, 4)
     h = p.get()
     v = p.view(h)
     p.close()
@@ -79,7 +79,7 @@ def test_closed_pool_raises_and_views_survive():
 
 
 def test_threads_get_their_own_slots_and_caches():
-    with sh.SharedPool(4096, 64, cache_size=32) as p:
+    with sh.SharedPool(64, 4096, cache_size=32) as p:
         barrier = threading.Barrier(4)
 
         def work():
@@ -143,7 +143,7 @@ def test_each_process_keeps_its_own_stats():
 @pytest.mark.parametrize("named", [False, True])
 def test_pipeline_between_processes(method, named):
     name = "test-" + uuid.uuid4().hex[:10] if named else None
-    p = sh.SharedPool(256, 2048, rings=2, ring_capacity=64, name=name)
+    p = sh.SharedPool(2048, 256, rings=2, ring_capacity=64, name=name)
     try:
         proc = mp.get_context(method).Process(target=pool_worker, args=(p, 50))
         proc.start()
@@ -170,7 +170,7 @@ def test_pickle_sends_name_or_fd_only():
     from multiprocessing.reduction import ForkingPickler
 
     name = "test-" + uuid.uuid4().hex[:10]
-    with sh.SharedPool(1024, 2048, name=name) as p:  # 2 MB of objects
+    with sh.SharedPool(2048, 1024, name=name) as p:  # 2 MB of objects
         data = pickle.dumps(p)
         assert len(data) < 200
         with pickle.loads(data) as q:
@@ -178,7 +178,7 @@ def test_pickle_sends_name_or_fd_only():
             assert p.owner(h)[0] == "held"
             q.put(h)
         p.unlink()
-    with sh.SharedPool(1024, 2048) as p:
+    with sh.SharedPool(2048, 1024) as p:
         assert len(ForkingPickler.dumps(p)) < 300
 
 
@@ -205,7 +205,7 @@ def test_sigkilled_process_is_recovered_ring_contents_stay(method):
 
 
 def test_next_process_finding_the_pool_short_recovers():
-    with sh.SharedPool(16, 64, cache_size=4) as p:
+    with sh.SharedPool(64, 16, cache_size=4) as p:
         pid = os.fork()
         if pid == 0:
             p.get_bulk(16)
@@ -217,7 +217,7 @@ def test_next_process_finding_the_pool_short_recovers():
 
 
 def test_zombie_counts_as_dead_and_pid_reuse_is_guarded():
-    with sh.SharedPool(8, 64, cache_size=0) as p:
+    with sh.SharedPool(64, 8, cache_size=0) as p:
         pid = os.fork()
         if pid == 0:
             p.get()
@@ -230,7 +230,7 @@ def test_zombie_counts_as_dead_and_pid_reuse_is_guarded():
 
 
 def test_close_gives_back_what_this_process_held():
-    with sh.SharedPool(8, 64, name="test-" + uuid.uuid4().hex[:10]) as p:
+    with sh.SharedPool(64, 8, name="test-" + uuid.uuid4().hex[:10]) as p:
         q = sh.SharedPool.attach(p.name)
         q.get_bulk(5)
         q.close()
@@ -242,7 +242,7 @@ def test_hugetlb_memfd_when_pages_are_free():
     free = procfs.hugetlb_pool()
     if free.free - free.reserved < 2:
         pytest.skip(f"no free 2 MB hugetlb pages here ({free})")
-    with sh.SharedPool(100, 2048) as p:
+    with sh.SharedPool(2048, 100) as p:
         h = p.get()
         p.view(h)[:2] = b"hi"
         rep = p.hugepage_report()
@@ -256,7 +256,7 @@ def test_memfd_pool_sent_through_a_queue(method):
 
     ctx = mp.get_context(method)
     q, done = ctx.Queue(), ctx.Queue()
-    with sh.SharedPool(16, 64, rings=1) as p:
+    with sh.SharedPool(64, 16, rings=1) as p:
         proc = ctx.Process(target=pool_from_queue, args=(q, done))
         proc.start()
         q.put(p)  # pickled as a DupFd: the descriptor travels, the memory does not
@@ -277,7 +277,7 @@ def test_hugetlb_without_pages_falls_back_and_says_why(monkeypatch):
     if free.free - free.reserved > 64:
         pytest.skip("enough hugetlb pages are free here: the fallback cannot be provoked")
     monkeypatch.setattr(sh, "_hugetlb_pages_free", lambda: 10**6)
-    with sh.SharedPool(2000, 2048) as p:  # ~4 MB: more than the free pages
+    with sh.SharedPool(2048, 2000) as p:  # ~4 MB: more than the free pages
         h = p.get()
         p.view(h)[:2] = b"ok"
         rep = p.hugepage_report()
@@ -289,7 +289,7 @@ def test_hugetlb_without_pages_falls_back_and_says_why(monkeypatch):
 
 @pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "1", True])
 def test_pool_ring_timeouts_validated(bad):
-    with sh.SharedPool(8, 64, rings=1) as p:
+    with sh.SharedPool(64, 8, rings=1) as p:
         with pytest.raises((ValueError, TypeError)):
             p.ring(0).dequeue(timeout=bad)
         h = p.get()
@@ -302,7 +302,7 @@ def test_pool_ring_timeouts_validated(bad):
 def test_pool_ring_wait_interrupted_by_signal():
     import time
 
-    with sh.SharedPool(8, 64, rings=1) as p:
+    with sh.SharedPool(64, 8, rings=1) as p:
         def boom(*_):
             raise KeyboardInterrupt
         old = signal.signal(signal.SIGALRM, boom)

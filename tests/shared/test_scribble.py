@@ -17,7 +17,7 @@ from turbomem.errors import TurbomemError
 
 def _scribble_and_use(seed: int) -> None:
     rnd = random.Random(seed)
-    p = sh.SharedPool(128, 64, rings=2, ring_capacity=16, cache_size=8, max_slots=8)
+    p = sh.SharedPool(64, 128, rings=2, ring_capacity=16, cache_size=8, max_slots=8)
     held = [int(h) for h in p.get_bulk(20)]
     p.ring(0).enqueue_bulk(held[:5])
     lay = p._lay

@@ -73,7 +73,7 @@ def _run_turbomem(frames, n):
     from turbomem.shared import SharedPool
 
     ctx = mp.get_context("fork")
-    pool = SharedPool(4096, PKT, rings=2 * WORKERS, ring_capacity=1024, cache_size=256)
+    pool = SharedPool(PKT, 4096, rings=2 * WORKERS, ring_capacity=1024, cache_size=256)
     res_q = ctx.Queue()
     # burst i (BURST packets, the last one shorter) goes to worker i % WORKERS
     per = [0] * WORKERS
