@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Literal, Optional, TypeVar, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -85,7 +85,76 @@ class PcapError(TurbomemError, ValueError):
         self.offset = offset
 
 
-class PcapReader:
+_R = TypeVar("_R", bound="_CaptureReader")
+
+
+class _CaptureReader:
+    """What the pcap and pcapng readers share: the read buffer over the file
+    (``_buf``/``_mv``, ``_pos``/``_end``, ``_file_off``, ``_eof``), iteration
+    by bursts, and closing (the pool's buffer view and the file if we opened it)."""
+
+    _file: Optional[IO[bytes]]
+    _owns: bool
+    _pool_mv: Optional[memoryview]
+    _buf: bytearray
+    _mv: memoryview
+    _pos: int
+    _end: int
+    _file_off: int
+    _eof: bool
+
+    def read_burst(self, max_packets: Optional[int] = None) -> Optional[Burst]:
+        raise NotImplementedError
+
+    def _reserve(self, need: int) -> None:
+        """Grow the buffer to hold ``need`` bytes (readers with bounded records need not)."""
+
+    def _fill(self, need: int) -> None:
+        """Make at least ``need`` bytes available from _pos (fewer at EOF)."""
+        if self._end - self._pos >= need or self._eof:
+            return
+        if self._pos:
+            rest = self._end - self._pos
+            self._mv[0:rest] = self._mv[self._pos:self._end]
+            self._file_off += self._pos
+            self._pos, self._end = 0, rest
+        self._reserve(need)
+        f = self._file
+        if f is None:  # closed by another thread meanwhile
+            raise ValueError(f"{type(self).__name__} is closed")
+        while self._end < need:
+            got = f.readinto(self._mv[self._end:])  # type: ignore[attr-defined]  # IO has no readinto
+            if not got:
+                self._eof = True
+                return
+            self._end += got
+
+    def __iter__(self) -> Iterator[Burst]:
+        while True:
+            burst = self.read_burst()
+            if burst is None:
+                return
+            yield burst
+
+    def close(self) -> None:
+        """Release the pool's buffer and close the file (if this reader opened it)."""
+        if self._pool_mv is not None:
+            self._pool_mv.release()
+            self._pool_mv = None
+        if self._file is not None and self._owns:
+            self._file.close()
+        self._file = None
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
+        self.close()
+        return False
+
+
+class PcapReader(_CaptureReader):
     """Iterate a pcap file as bursts ``(handles, lengths, timestamps_ns, orig_lengths)``.
 
     ``handles`` are pool objects now owned by the caller; ``lengths`` are the
@@ -173,25 +242,6 @@ class PcapReader:
         self._pos = 24
 
     # ------------------------------------------------------------ buffers --
-
-    def _fill(self, need: int) -> None:
-        """Make at least ``need`` bytes available from _pos (fewer at EOF)."""
-        if self._end - self._pos >= need or self._eof:
-            return
-        f = self._file
-        if f is None:
-            raise ValueError("PcapReader is closed")
-        if self._pos:
-            rest = self._end - self._pos
-            self._mv[0:rest] = self._mv[self._pos:self._end]
-            self._file_off += self._pos
-            self._pos, self._end = 0, rest
-        while self._end < need:
-            got = f.readinto(self._mv[self._end:])  # type: ignore[attr-defined]
-            if not got:
-                self._eof = True
-                return
-            self._end += got
 
     # -------------------------------------------------------------- reads --
 
@@ -328,31 +378,6 @@ class PcapReader:
                 raise PcapError(f"truncated record body: {end - pos - 16} of "
                                 f"{incl} bytes", self._file_off + pos)
         return min(incl, obj_size), pos, end
-
-    def __iter__(self) -> Iterator[Burst]:
-        while True:
-            burst = self.read_burst()
-            if burst is None:
-                return
-            yield burst
-
-    def close(self) -> None:
-        """Release the pool's buffer and close the file (if this reader opened it)."""
-        if self._pool_mv is not None:
-            self._pool_mv.release()
-            self._pool_mv = None
-        if self._file is not None and self._owns:
-            self._file.close()
-        self._file = None
-
-    def __enter__(self) -> PcapReader:
-        return self
-
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> Literal[False]:
-        self.close()
-        return False
-
 
 class PcapWriter:
     """Write a classic pcap file from pool objects.

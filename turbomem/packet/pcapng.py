@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
-from types import TracebackType
-from typing import IO, Literal, NamedTuple, Optional, Union
+from typing import IO, NamedTuple, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -55,7 +53,7 @@ from turbomem.packet.constants import (
     PCAPNG_OPT_IF_TSOFFSET,
     PCAPNG_OPT_IF_TSRESOL,
 )
-from turbomem.packet.pcap import Burst, PcapError, PcapReader, Source
+from turbomem.packet.pcap import Burst, PcapError, PcapReader, Source, _CaptureReader
 
 __all__ = ["Interface", "PcapngReader", "open_capture", "is_pcapng"]
 
@@ -92,7 +90,7 @@ def is_pcapng(head: bytes) -> bool:
     return len(head) >= 4 and struct.unpack_from("<I", head)[0] == PCAPNG_BLOCK_SHB
 
 
-class PcapngReader:
+class PcapngReader(_CaptureReader):
     """Iterate a pcapng file as bursts ``(handles, lengths, timestamps_ns, orig_lengths)``.
 
     ``handles`` are pool objects now owned by the caller; ``lengths`` the
@@ -168,28 +166,12 @@ class PcapngReader:
 
     # ------------------------------------------------------------ buffers --
 
-    def _fill(self, need: int) -> None:
-        """Make at least ``need`` bytes available from _pos (fewer at EOF)."""
-        if self._end - self._pos >= need or self._eof:
-            return
-        if self._pos:
-            rest = self._end - self._pos
-            self._mv[0:rest] = self._mv[self._pos:self._end]
-            self._file_off += self._pos
-            self._pos, self._end = 0, rest
+    def _reserve(self, need: int) -> None:
+        """A block may be larger than the buffer: grow it (pcapng blocks have no fixed bound)."""
         if need > len(self._buf):
             self._mv.release()
             self._buf.extend(bytes(need - len(self._buf)))
             self._mv = memoryview(self._buf)
-        f = self._file
-        if f is None:  # closed by another thread meanwhile
-            raise ValueError("PcapngReader is closed")
-        while self._end < need:
-            got = f.readinto(self._mv[self._end:])  # type: ignore[attr-defined]  # IO has no readinto
-            if not got:
-                self._eof = True
-                return
-            self._end += got
 
     def _block_at_start(self) -> Optional[tuple[int, int]]:
         """(type, total length) of the block at _pos, all of it buffered; None at EOF.
@@ -365,29 +347,6 @@ class PcapngReader:
         finally:
             release(pool, handles[count:])
 
-    def __iter__(self) -> Iterator[Burst]:
-        while True:
-            burst = self.read_burst()
-            if burst is None:
-                return
-            yield burst
-
-    def close(self) -> None:
-        """Release the pool's buffer and close the file (if this reader opened it)."""
-        if self._pool_mv is not None:
-            self._pool_mv.release()
-            self._pool_mv = None
-        if self._file is not None and self._owns:
-            self._file.close()
-        self._file = None
-
-    def __enter__(self) -> PcapngReader:
-        return self
-
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> Literal[False]:
-        self.close()
-        return False
 
 
 def open_capture(source: Source, pool: Pool, burst: int = 64, *,
