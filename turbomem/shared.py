@@ -989,10 +989,12 @@ class SharedRing:
             raise
         return self
 
-    def _setup(self, m, lay, flags, init):
+    capacity: int
+
+    def _setup(self, m: _Mapping, lay: dict[str, int], flags: int, init: bool) -> None:
         self._m = m
         self._closed = False
-        self.capacity: int = lay["capacity"]
+        self.capacity = lay["capacity"]
         self._v = _shm.RingView(m.mm, lay["off_rings"], lay["off_rings"] + _shm.RINGCTL_SIZE, init,
                                 lay["capacity"], flags)
 
