@@ -30,6 +30,7 @@ import numpy.typing as npt
 from turbomem.errors import PoolEmptyError
 from turbomem.packet import parse as _parse
 from turbomem.packet.constants import F_MALFORMED, F_TRUNCATED
+from turbomem.packet._limits import LiveLimits
 from turbomem.packet.io import BurstReceiver, BurstSender
 from turbomem.packet.pcap import PcapReader, PcapWriter, Source
 
@@ -122,24 +123,15 @@ class UdpSource:
         self.rx = BurstReceiver(sock, pool, burst)
         self.count, self.duration, self.idle = count, duration, idle
         self.linktype = linktype
-        self._start = self._last = -1.0  # monotonic times, set by the first read
+        self._limits = LiveLimits(count, duration, idle)
 
     def read(self, n: int) -> Optional[SourceBurst]:
         """Up to ``n`` datagrams (possibly none yet), or None when the source is done."""
-        now = time.monotonic()
-        if self._start < 0:
-            self._start = self._last = now
-        if self.count is not None and self.rx.packets >= self.count:
+        budget = self._limits.budget(n)
+        if budget is None:
             return None
-        if self.duration is not None and now - self._start >= self.duration:
-            return None
-        if self.idle is not None and now - self._last >= self.idle:
-            return None
-        if self.count is not None:
-            n = min(n, self.count - self.rx.packets)
-        h, ln = self.rx.recv(n, timeout=0.02)
-        if len(h):
-            self._last = time.monotonic()
+        h, ln = self.rx.recv(budget, timeout=0.02)
+        self._limits.record(len(h))
         return h, ln, ln, np.full(len(h), time.time_ns(), dtype=np.int64)
 
     def close(self) -> None:

@@ -35,6 +35,7 @@ import numpy.typing as npt
 from turbomem import _sys
 from turbomem._handles import acquire, release
 from turbomem.errors import PoolClosedError, TurbomemError
+from turbomem.packet._limits import LiveLimits
 from turbomem.packet.xdp import _count, validate_timeout
 
 if TYPE_CHECKING:
@@ -270,25 +271,16 @@ class TPacketSource:
         """Open a :class:`TPacketReceiver` on ``ifname``; ``kw`` goes to it."""
         self.rx = TPacketReceiver(pool, ifname, **kw)
         self.count, self.duration, self.idle = count, duration, idle
-        self._start = self._last = -1.0  # monotonic times, set by the first read
+        self._limits = LiveLimits(count, duration, idle)
 
     def read(self, n: int) -> Optional[tuple[U32, U32, U32]]:
         """Up to ``n`` packets as (handles, captured lengths, wire lengths) (possibly none
         yet), or None when count, duration or idle is reached."""
-        now = time.monotonic()
-        if self._start < 0:
-            self._start = self._last = now
-        if self.count is not None and self.rx.packets >= self.count:
+        budget = self._limits.budget(n)
+        if budget is None:
             return None
-        if self.duration is not None and now - self._start >= self.duration:
-            return None
-        if self.idle is not None and now - self._last >= self.idle:
-            return None
-        if self.count is not None:
-            n = min(n, self.count - self.rx.packets)
-        h, ln = self.rx.recv(n, timeout=0.02)
-        if len(h):
-            self._last = time.monotonic()
+        h, ln = self.rx.recv(budget, timeout=0.02)
+        self._limits.record(len(h))
         return h, ln, self.rx.wire_lengths
 
     def close(self) -> None:

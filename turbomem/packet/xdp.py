@@ -61,6 +61,7 @@ import numpy.typing as npt
 
 from turbomem import _sys
 from turbomem.errors import PoolClosedError, TurbomemError
+from turbomem.packet._limits import LiveLimits
 
 if TYPE_CHECKING:
     from turbomem._core import Pool
@@ -683,7 +684,6 @@ class XdpSource:
     duration: Optional[float]
     idle: Optional[float]
     #: packets delivered so far
-    received: int
 
     def __init__(self, pool: Pool, ifname: str, queue: int = 0, *, count: Optional[int] = None,
                  duration: Optional[float] = None, idle: Optional[float] = 1.0,
@@ -695,27 +695,22 @@ class XdpSource:
         self.pool = pool
         self.sock = XdpSocket(pool, ifname, queue, **kw)
         self.count, self.duration, self.idle = count, duration, idle
-        self.received = 0
-        self._start = self._last = -1.0  # monotonic times, set by the first read
+        self._limits = LiveLimits(count, duration, idle)
+
+    @property
+    def received(self) -> int:
+        """Packets this source has returned."""
+        return self._limits.seen
 
     def read(self, n: int) -> Optional[tuple[U32, U32, U32]]:
         """Up to ``n`` packets as (handles, captured lengths, wire lengths), moved to byte 0
         of their objects (possibly none yet), or None when count, duration or idle is reached."""
-        now = time.monotonic()
-        if self._start < 0:
-            self._start = self._last = now
-        if self.count is not None and self.received >= self.count:
+        budget = self._limits.budget(n)
+        if budget is None:
             return None
-        if self.duration is not None and now - self._start >= self.duration:
-            return None
-        if self.idle is not None and now - self._last >= self.idle:
-            return None
-        if self.count is not None:
-            n = min(n, self.count - self.received)
-        h, ln, off = self.sock.recv(n, timeout=0.02, offsets=True)
+        h, ln, off = self.sock.recv(budget, timeout=0.02, offsets=True)
+        self._limits.record(len(h))
         if len(h):
-            self._last = time.monotonic()
-            self.received += len(h)
             self._move(self.pool, h, ln, off)
         return h, ln, ln
 
