@@ -104,6 +104,7 @@ class _CaptureReader:
     _eof: bool
 
     def read_burst(self, max_packets: Optional[int] = None) -> Optional[Burst]:
+        """Next burst, or None at the end of the file (each reader defines it)."""
         raise NotImplementedError
 
     def _reserve(self, need: int) -> None:
