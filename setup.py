@@ -41,44 +41,30 @@ class build_py_with_headers(build_py):
             shutil.copy2(os.path.join(HERE, rel), src_target)
 
 
-extensions = [
-    Extension(
-        "turbomem._core",
-        ["turbomem/_core.pyx"] + CORE_SOURCES,
+def c_extension(name, sources, **extra):
+    """One compiled module: the C core's headers and numpy on the include path,
+    the same flags everywhere, stripped unless TURBOMEM_NO_STRIP is set."""
+    return Extension(
+        name,
+        sources,
         include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
-        libraries=["pthread"],
         extra_link_args=LINK_ARGS,
-    ),
+        **extra,
+    )
+
+
+extensions = [
+    c_extension("turbomem._core", ["turbomem/_core.pyx"] + CORE_SOURCES, libraries=["pthread"]),
     # Pools and rings in a shared mapping (include/turbomem/shm.h): a module
     # of its own so the core's hit paths stay untouched.
-    Extension(
-        "turbomem._shm",
-        ["turbomem/_shm.pyx"],
-        include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
-        libraries=["pthread"],
-        extra_link_args=LINK_ARGS,
-    ),
-    # The packet toolkit's pcap record walk: cimports turbomem._core (found
-    # through include_path below) and never includes pool.h itself.
-    Extension(
-        "turbomem.packet._pcapwalk",
-        ["turbomem/packet/_pcapwalk.pyx"],
-        extra_compile_args=["-O2", "-std=gnu11"],
-        extra_link_args=LINK_ARGS,
-    ),
-    # AF_XDP / TPACKET_V3 hot loops (include/turbomem/xsk.h); cimports _core.
-    Extension(
-        "turbomem.packet._xsk",
-        ["turbomem/packet/_xsk.pyx"],
-        include_dirs=[os.path.join(HERE, "include"), numpy.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
-        extra_link_args=LINK_ARGS,
-    ),
+    c_extension("turbomem._shm", ["turbomem/_shm.pyx"], libraries=["pthread"]),
+    # The packet toolkit's pcap record walk and the AF_XDP / TPACKET_V3 loops
+    # (include/turbomem/xsk.h): cimport users of turbomem._core (found through
+    # include_path below); they never include pool.h themselves.
+    c_extension("turbomem.packet._pcapwalk", ["turbomem/packet/_pcapwalk.pyx"]),
+    c_extension("turbomem.packet._xsk", ["turbomem/packet/_xsk.pyx"]),
 ]
 
 setup(
