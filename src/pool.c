@@ -342,6 +342,11 @@ static tm_cache_t *tm_pool_cache_(tm_pool_t *p) {
     return c;
 }
 
+tm_cache_t *tm_pool_thread_cache(tm_pool_t *p) {
+    tm_cache_t *c = tm_pool_cache_(p);
+    return c ? c : TM_NOCACHE; /* the placeholder sends every call to the general path */
+}
+
 /* Owner: enter a call, waiting out a claimant (claims are short). */
 static void tm_cache_enter_wait_(tm_cache_t *c) {
     unsigned spins = 0;

@@ -103,6 +103,8 @@ cdef class Pool:
     cdef void _leave_nogil(self)
     cdef void _destroy_core(self)
     cdef object _first_int(self, uint32_t h)
+    cdef object _get_rest(self, int rc, uint32_t h)
+    cdef object _put_rest(self, object h)
 
 
 cdef class _MemoryState:

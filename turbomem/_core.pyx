@@ -10,6 +10,7 @@ entry points exported to other Cython modules through ``_core.pxd``.
 
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_WRITABLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 
 cimport numpy as cnp
@@ -55,6 +56,38 @@ cdef extern from "turbomem/pool.h" nogil:
     void tm_pool_stats(tm_pool_t *p, tm_pool_stats_t *st)
     int tm_pool_is_in_use(tm_pool_t *p, uint32_t h)
     int tm_pool_asymmetric()
+
+cdef extern from *:
+    """
+    /* 1 when o is an exact int in [0, cap), its value in *out; 0 when the
+     * general conversion must decide (other types, big ints, bad values).
+     * Reads the digit directly: PyLong_AsLongLongAndOverflow is a call. */
+    static inline int tm_small_handle(PyObject *o, uint32_t cap, uint32_t *out) {
+        if (!PyLong_CheckExact(o))
+            return 0;
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
+            Py_ssize_t v = PyUnstable_Long_CompactValue((PyLongObject *)o);
+            if (v >= 0 && (size_t)v < cap) {
+                *out = (uint32_t)v;
+                return 1;
+            }
+        }
+    #else
+        Py_ssize_t size = Py_SIZE(o);
+        if (size == 1 && ((PyLongObject *)o)->ob_digit[0] < cap) {
+            *out = (uint32_t)((PyLongObject *)o)->ob_digit[0];
+            return 1;
+        }
+        if (size == 0 && cap) {
+            *out = 0;
+            return 1;
+        }
+    #endif
+        return 0;
+    }
+    """
+    int tm_small_handle(PyObject *o, uint32_t cap, uint32_t *out)
 
 MAX_CACHE_SIZE = TM_CACHE_MAX
 MAX_CAPACITY = TM_MAX_CAPACITY
@@ -384,15 +417,24 @@ cdef class Pool:
     def get(self):
         """One handle; PoolEmptyError when nothing is free."""
         cdef uint32_t h = 0
+        cdef int rc = TM_EINVAL
+        if not self._closed:
+            rc = tm_pool_get(self._c, &h)
+            if rc == TM_OK and self._ints is not None:
+                return self._ints[h]  # a shared int: no allocation per get
+        return self._get_rest(rc, h)
+
+    cdef object _get_rest(self, int rc, uint32_t h):
+        """get() beyond the hit path (kept out of it: the hot function then
+        saves no registers): closed, errors, the first get's int table."""
         if self._closed:
             raise _closed_error(self)
-        cdef int rc = tm_pool_get(self._c, &h)
         if rc == TM_EPOISON:
             _raise_handed_out(self, h, np.array([h], dtype=np.uint32))
         if rc != TM_OK:
             _raise_for(rc, self, h)
         if self._ints is not None:
-            return self._ints[h]  # a shared int: no allocation per get
+            return self._ints[h]
         return self._first_int(h)
 
     def try_get(self):
@@ -422,11 +464,23 @@ cdef class Pool:
 
     def put(self, h):
         """Return one handle.  InvalidHandleError / DoubleFreeError on misuse."""
+        cdef uint32_t v
+        cdef int rc
+        if not self._closed and tm_small_handle(<PyObject *>h, self.capacity, &v):
+            rc = tm_pool_put(self._c, v)
+            if rc == TM_OK:
+                return
+            _raise_for(rc, self, h)
+        self._put_rest(h)
+
+    cdef object _put_rest(self, object h):
+        """put() of anything the hit path does not take: closed, ints beyond
+        one digit, other integer types, bad handles."""
         if self._closed:
             raise _closed_error(self)
         cdef int overflow = 0
         cdef long long v
-        if type(h) is int:  # the common case, without a function call
+        if type(h) is int:
             v = PyLong_AsLongLongAndOverflow(h, &overflow)
         else:
             v = _to_handle(h)

@@ -25,6 +25,16 @@
  *     level).
  *   TM_POOL_POISON: debug; fill free objects, check on get (checked mode).
  *
+ * TWO WAYS TO CALL (the same hit paths)
+ *   tm_pool_get/put/get_bulk/put_bulk(p, ...) find the calling thread's cache
+ *     on every call (a TLS load and an array load).
+ *   tm_pool_cache_get/put/get_bulk/put_bulk(p, c, ...) take the cache that
+ *     tm_pool_thread_cache(p) returned, looked up once, outside a loop: DPDK's
+ *     rte_mempool_default_cache() + rte_mempool_generic_get().  A cache
+ *     belongs to the thread that asked for it: passing it from another thread
+ *     breaks the pool (as DPDK's per-lcore cache does); it stays valid until
+ *     that thread exits or the pool is destroyed.
+ *
  * CONCURRENCY CONTRACT
  *   tm_pool_get/put/get_bulk/put_bulk: any number of threads, concurrently.
  *   tm_pool_stats/in_use: any thread, any time; exact when the pool is
@@ -127,6 +137,11 @@ int tm_pool_create(tm_pool_t **out, uint32_t capacity, uint32_t cache_size,
                    void *base, size_t stride, size_t obj_size, unsigned flags);
 void tm_pool_destroy(tm_pool_t *p);
 void tm_pool_stats(tm_pool_t *p, tm_pool_stats_t *st);
+/* The calling thread's cache of p, created if need be, for the
+ * tm_pool_cache_* calls.  Never NULL: a thread that cannot have a cache (more
+ * than TM_MAX_THREADS threads, or malloc failed) gets a placeholder, and its
+ * calls then take the general path, correct and slower. */
+tm_cache_t *tm_pool_thread_cache(tm_pool_t *p);
 /* 1 when the hit path is fence-free (membarrier-based steal). */
 int tm_pool_asymmetric(void);
 /* 1 if h is currently handed out (checked mode; racy under concurrency: a
@@ -167,9 +182,10 @@ TM_HIT_PATH tm_cache_t *tm_pool_my_cache_(tm_pool_t *p) {
 }
 
 /* Get exactly n objects (n >= 1) or none: TM_OK, TM_EEMPTY, or TM_EPOISON
- * (debug mode; the objects were handed out, *bad says which one). */
-TM_HIT_PATH int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
-    tm_cache_t *c = tm_pool_my_cache_(p);
+ * (debug mode; the objects were handed out, *bad says which one).
+ * c: this thread's cache (tm_pool_thread_cache). */
+TM_HIT_PATH int tm_pool_cache_get_bulk(tm_pool_t *p, tm_cache_t *c, uint32_t *out, uint32_t n,
+                                       uint32_t *bad) {
     if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
         if (TM_LIKELY(tm_cache_enter_asym(c))) {
             uint32_t len = c->len;
@@ -195,12 +211,15 @@ TM_HIT_PATH int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uin
     return tm_pool_get_slow_(p, out, n, bad);
 }
 
-TM_HIT_PATH int tm_pool_get_bulk(tm_pool_t *p, uint32_t *out, uint32_t n) {
-    return tm_pool_get_bulk_ex(p, out, n, NULL);
+TM_HIT_PATH int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad) {
+    return tm_pool_cache_get_bulk(p, tm_pool_my_cache_(p), out, n, bad);
 }
 
-TM_HIT_PATH int tm_pool_get(tm_pool_t *p, uint32_t *out) {
-    tm_cache_t *c = tm_pool_my_cache_(p);
+TM_HIT_PATH int tm_pool_get_bulk(tm_pool_t *p, uint32_t *out, uint32_t n) {
+    return tm_pool_cache_get_bulk(p, tm_pool_my_cache_(p), out, n, NULL);
+}
+
+TM_HIT_PATH int tm_pool_cache_get(tm_pool_t *p, tm_cache_t *c, uint32_t *out) {
     {
         if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
             if (TM_LIKELY(tm_cache_enter_asym(c))) {
@@ -236,12 +255,16 @@ TM_HIT_PATH int tm_pool_get(tm_pool_t *p, uint32_t *out) {
     return tm_pool_get_slow_(p, out, 1, NULL);
 }
 
+TM_HIT_PATH int tm_pool_get(tm_pool_t *p, uint32_t *out) {
+    return tm_pool_cache_get(p, tm_pool_my_cache_(p), out);
+}
+
 /* Put n objects back, all or nothing.  Checked mode validates every handle
  * first: on TM_ERANGE / TM_EDOUBLEFREE nothing is returned and *bad (if not
  * NULL) is the index of the offending entry (a handle repeated within hs is a
  * double free).  Unchecked mode trusts the caller. */
-TM_HIT_PATH int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
-    tm_cache_t *c = tm_pool_my_cache_(p);
+TM_HIT_PATH int tm_pool_cache_put_bulk(tm_pool_t *p, tm_cache_t *c, const uint32_t *hs, uint32_t n,
+                                       uint32_t *bad) {
     if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
         if (TM_LIKELY(tm_cache_enter_asym(c))) {
             uint32_t len = c->len;
@@ -277,8 +300,11 @@ TM_HIT_PATH int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, u
     return tm_pool_put_slow_(p, hs, n, bad);
 }
 
-TM_HIT_PATH int tm_pool_put(tm_pool_t *p, uint32_t h) {
-    tm_cache_t *c = tm_pool_my_cache_(p);
+TM_HIT_PATH int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad) {
+    return tm_pool_cache_put_bulk(p, tm_pool_my_cache_(p), hs, n, bad);
+}
+
+TM_HIT_PATH int tm_pool_cache_put(tm_pool_t *p, tm_cache_t *c, uint32_t h) {
     if (TM_LIKELY(h < c->capacity)) { /* the placeholder's capacity is 0 */
         uint8_t *state = c->state;
         if (TM_LIKELY(c->fast == TM_FAST_CACHE)) {
@@ -311,6 +337,10 @@ TM_HIT_PATH int tm_pool_put(tm_pool_t *p, uint32_t h) {
         }
     }
     return tm_pool_put1_slow_(p, h); /* by value: no spill of h on the hit path */
+}
+
+TM_HIT_PATH int tm_pool_put(tm_pool_t *p, uint32_t h) {
+    return tm_pool_cache_put(p, tm_pool_my_cache_(p), h);
 }
 
 static inline uint64_t tm_pool_in_use(tm_pool_t *p) {

@@ -89,27 +89,40 @@ static void drain_and_count(const char *phase, uint32_t expect_free) {
 /* ---- phase 1 ---------------------------------------------------------------- */
 struct mixed_arg { uint64_t seed, ops, errors; };
 
+/* Half the threads call through the cache they looked up once
+ * (tm_pool_cache_*), half through tm_pool_get/put (lookup per call). */
+static __thread tm_cache_t *mine;
+static int g1(uint32_t *h) { return mine ? tm_pool_cache_get(pool, mine, h) : tm_pool_get(pool, h); }
+static int p1(uint32_t h) { return mine ? tm_pool_cache_put(pool, mine, h) : tm_pool_put(pool, h); }
+static int gb(uint32_t *hs, uint32_t n) {
+    return mine ? tm_pool_cache_get_bulk(pool, mine, hs, n, NULL) : tm_pool_get_bulk(pool, hs, n);
+}
+static int pb(const uint32_t *hs, uint32_t n, uint32_t *bad) {
+    return mine ? tm_pool_cache_put_bulk(pool, mine, hs, n, bad) : tm_pool_put_bulk(pool, hs, n, bad);
+}
+
 static void *mixed(void *argp) {
     struct mixed_arg *a = argp;
     uint32_t held[256], n = 0, k, i, h, bad;
+    mine = (a->seed & 1) ? tm_pool_thread_cache(pool) : NULL;
     uint64_t s = a->seed, tag = a->seed << 32;
     for (uint64_t op = 0; op < a->ops; op++) {
         uint64_t r = rnd(&s);
         switch (r % 8) {
         case 0: case 1: case 2:
-            if (n < 256 && tm_pool_get(pool, &h) == TM_OK) { stamp(h, tag | h); held[n++] = h; }
+            if (n < 256 && g1(&h) == TM_OK) { stamp(h, tag | h); held[n++] = h; }
             break;
         case 3: case 4:
             if (n) {
                 i = (uint32_t)((r >> 8) % n); h = held[i];
                 if (!stamped(h, tag | h)) a->errors++;
-                if (tm_pool_put(pool, h) != TM_OK) a->errors++;
+                if (p1(h) != TM_OK) a->errors++;
                 held[i] = held[--n];
             }
             break;
         case 5:
             k = 1 + (uint32_t)((r >> 8) % 32);
-            if (n + k <= 256 && tm_pool_get_bulk(pool, held + n, k) == TM_OK) {
+            if (n + k <= 256 && gb(held + n, k) == TM_OK) {
                 for (i = n; i < n + k; i++) stamp(held[i], tag | held[i]);
                 n += k;
             }
@@ -118,21 +131,21 @@ static void *mixed(void *argp) {
             if (n) {
                 k = 1 + (uint32_t)((r >> 8) % n);
                 for (i = n - k; i < n; i++) if (!stamped(held[i], tag | held[i])) a->errors++;
-                if (tm_pool_put_bulk(pool, held + n - k, k, NULL) != TM_OK) a->errors++;
+                if (pb(held + n - k, k, NULL) != TM_OK) a->errors++;
                 n -= k;
             }
             break;
         default: /* failing calls change nothing */
-            if (tm_pool_put(pool, cap + 3) != TM_ERANGE) a->errors++;
+            if (p1(cap + 3) != TM_ERANGE) a->errors++;
             if (n && n < 256 && !(mode_flags & TM_POOL_UNCHECKED)) {
                 held[n] = cap;
-                if (tm_pool_put_bulk(pool, held, n + 1, &bad) != TM_ERANGE || bad != n) a->errors++;
+                if (pb(held, n + 1, &bad) != TM_ERANGE || bad != n) a->errors++;
             }
             break;
         }
     }
     for (i = 0; i < n; i++) if (!stamped(held[i], tag | held[i])) a->errors++;
-    if (n && tm_pool_put_bulk(pool, held, n, NULL) != TM_OK) a->errors++;
+    if (n && pb(held, n, NULL) != TM_OK) a->errors++;
     return NULL; /* exits with whatever is in its cache */
 }
 

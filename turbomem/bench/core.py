@@ -26,10 +26,13 @@ __all__ = ["run"]
 
 DRIVERS = ("ring_mp_mc", "stack", "lf_stack")
 
-# TurboMem's two modes, as the harness names them (impl "turbomem", driver =
-# mode), and the row-key prefix each gets: tm_* is checked (the default mode),
-# tmu_* unchecked (TM_POOL_UNCHECKED).
-MODES = (("checked", "tm"), ("unchecked", "tmu"))
+# TurboMem's modes, as the harness names them (impl "turbomem", driver =
+# mode), the row-key prefix each gets and the prefix of its ratios to DPDK:
+# tm_* is checked (the default mode), tmu_* unchecked (TM_POOL_UNCHECKED), both
+# through a thread cache looked up once per thread, as DPDK's harness passes
+# its per-lcore cache; tmt_* is unchecked through tm_pool_get/put, which find
+# the thread's cache on every call.
+MODES = (("checked", "tm", "x_"), ("unchecked", "tmu", "xu_"), ("unchecked_tls", "tmt", "xt_"))
 
 # DPDK's mempool_perf_autotest matrix; `all` threads = every core; "bulk" is
 # n_keep == bulk, the autotest's own shape.
@@ -161,7 +164,8 @@ def _tail(text: str, n: int = 6) -> str:
 
 def harness_args(params: Dict[str, Any], with_dpdk: bool) -> List[str]:
     """The harness's command-line arguments for one parameter set."""
-    impls = "tm,tm_unchecked," + ",".join(DRIVERS) if with_dpdk else "tm,tm_unchecked"
+    ours = "tm,tm_unchecked,tm_unchecked_tls"
+    impls = ours + "," + ",".join(DRIVERS) if with_dpdk else ours
     args = ["--impls", impls, "--caches", str(params["caches"]), "--bulks", str(params["bulks"]),
             "--keeps", str(params["keeps"]), "--threads", str(params["threads"]),
             "--reps", str(params["reps"]), "--seconds", str(params["seconds"]),
@@ -275,11 +279,13 @@ COLUMNS = [
     {"key": "threads", "title": "thr", "fmt": "d"},
     {"key": "tm_ns", "title": "checked ns/obj", "fmt": "ns"},
     {"key": "tmu_ns", "title": "unchecked ns/obj", "fmt": "ns"},
+    {"key": "tmt_ns", "title": "unchecked, lookup per call", "fmt": "ns"},
     {"key": "ring_mp_mc_ns", "title": "ring_mp_mc", "fmt": "ns"},
     {"key": "stack_ns", "title": "stack", "fmt": "ns"},
     {"key": "lf_stack_ns", "title": "lf_stack", "fmt": "ns"},
     {"key": "x_ring_mp_mc", "title": "checked/ring", "fmt": "x"},
     {"key": "xu_ring_mp_mc", "title": "unchecked/ring", "fmt": "x"},
+    {"key": "xt_ring_mp_mc", "title": "per-call/ring", "fmt": "x"},
     {"key": "xu_stack", "title": "unchecked/stack", "fmt": "x"},
     {"key": "xu_lf_stack", "title": "unchecked/lf", "fmt": "x"},
 ]
@@ -293,15 +299,16 @@ def _range(s: Dict[str, Any]) -> Optional[str]:
 
 def build_rows(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One row per configuration: each TurboMem mode (tm_* checked, tmu_*
-    unchecked) and each DPDK driver; x_<driver> / xu_<driver> are the checked /
-    unchecked TurboMem-to-DPDK rate ratios (medians), *_paired per repetition."""
+    unchecked, tmt_* unchecked with a lookup per call) and each DPDK driver;
+    x_<driver> / xu_<driver> / xt_<driver> are their TurboMem-to-DPDK rate
+    ratios (medians), *_paired per repetition."""
     agg = aggregate(results)
     configs = sorted({(k[2], k[3], k[4], k[5]) for k in agg}, key=lambda c: (c[3], c[0], c[1], c[2]))
     rows = []
     for cfg in configs:
         cache, bulk, keep, threads = cfg
         row: Dict[str, Any] = {"cache": cache, "bulk": bulk, "n_keep": keep, "threads": threads}
-        for mode, pre in MODES:
+        for mode, pre, _x in MODES:
             tm = agg.get(("turbomem", mode) + cfg)
             if tm:
                 row.update({pre + "_mops": tm["rate"]["median"], pre + "_min": tm["rate"]["min"],
@@ -315,8 +322,7 @@ def build_rows(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
             row[d + "_min"] = a["rate"]["min"]
             row[d + "_max"] = a["rate"]["max"]
             row[d + "_ns"] = a["ns"]["median"]
-            for mode, pre in MODES:
-                x = "x_" if pre == "tm" else "xu_"
+            for mode, pre, x in MODES:
                 row[x + d] = ratio(row.get(pre + "_mops"), a["rate"]["median"])
                 row[x + d + "_paired"] = summarize(paired_ratios(results, cfg, d, mode))
         rows.append(row)
@@ -375,7 +381,7 @@ def chart(rows: Sequence[Dict[str, Any]], with_dpdk: bool) -> Dict[str, Any]:
     sel = [r for r in rows if r["n_keep"] == r["bulk"]] or list(rows)
     labels = ["c%d b%d t%d" % (r["cache"], r["bulk"], r["threads"]) for r in sel]
     series = {}
-    for mode, pre in MODES:
+    for mode, pre, _x in MODES:
         series["TurboMem " + mode] = [None if r.get(pre + "_mops") is None else r[pre + "_mops"] / 1e6
                                       for r in sel]
     if with_dpdk:

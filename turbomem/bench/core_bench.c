@@ -7,6 +7,11 @@
  * TurboMem runs in two modes, both through include/turbomem/pool.h and the
  * compiled src/pool.c: "checked" (the default: per-object state, double
  * frees refused) and "unchecked" (TM_POOL_UNCHECKED: DPDK's contract).
+ * Like DPDK's harness, which looks its per-lcore cache up once per thread
+ * (rte_mempool_default_cache) and passes it to rte_mempool_generic_get/put,
+ * TurboMem's loop looks its thread cache up once (tm_pool_thread_cache) and
+ * calls tm_pool_cache_get/put.  The *_tls variants call tm_pool_get/put
+ * instead, which find the thread's cache on every call.
  *
  * Build (TurboMem only):
  *   cc -O2 -march=native -I include turbomem/bench/core_bench.c src/pool.c -o core_bench -lpthread
@@ -79,11 +84,13 @@ static struct opts {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: core_bench [--impls tm,tm_unchecked,ring_mp_mc,stack,lf_stack] [--caches 0,256,512]\n"
+            "usage: core_bench [--impls tm,tm_unchecked,tm_tls,tm_unchecked_tls,ring_mp_mc,stack,lf_stack] [--caches 0,256,512]\n"
             "                  [--bulks 1,4,8,32,64,128,256] [--keeps bulk,128,512,2048]\n"
             "                  [--threads 1,all] [--reps 5] [--seconds 0.2] [--warmup 0.02]\n"
             "                  [--pool-size 16384] [--list] [-- EAL args...]\n"
-            "  --impls: tm is TurboMem checked (default mode), tm_unchecked TM_POOL_UNCHECKED;\n"
+            "  --impls: tm is TurboMem checked (default mode), tm_unchecked TM_POOL_UNCHECKED, both\n"
+            "           through a thread cache looked up once (tm_pool_cache_*, like DPDK's harness);\n"
+            "           tm_tls, tm_unchecked_tls: the same through tm_pool_get/put (lookup per call);\n"
             "           the others are DPDK mempool drivers (needs -DTM_WITH_DPDK).\n"
             "  --keeps: 'bulk' means n_keep = bulk; combinations with n_keep < bulk are skipped.\n"
             "  --threads: numbers or 'all' (= online CPUs, or the EAL lcore count).\n"
@@ -128,6 +135,10 @@ static int parse_impls(const char *s) {
             *im = (struct impl){IMPL_TM, "turbomem", "checked"};
         } else if (strcmp(tok, "tm_unchecked") == 0) {
             *im = (struct impl){IMPL_TM, "turbomem", "unchecked"};
+        } else if (strcmp(tok, "tm_tls") == 0) {
+            *im = (struct impl){IMPL_TM, "turbomem", "checked_tls"};
+        } else if (strcmp(tok, "tm_unchecked_tls") == 0) {
+            *im = (struct impl){IMPL_TM, "turbomem", "unchecked_tls"};
         } else if (strcmp(tok, "ring_mp_mc") == 0 || strcmp(tok, "stack") == 0 ||
                    strcmp(tok, "lf_stack") == 0) {
 #ifdef TM_WITH_DPDK
@@ -210,32 +221,58 @@ static unsigned iters_per_check(unsigned keep) {
     return it ? it : 1;
 }
 
+/* One timed loop; GET/PUT/GET_BULK/PUT_BULK name the calls (per-call cache
+ * lookup, or the cache looked up once in `c`). */
+#define TM_LOOP_BODY(GET, PUT, GET_BULK, PUT_BULK)                                 \
+    do {                                                                           \
+        for (unsigned it = 0; it < inner; it++) {                                  \
+            if (bulk == 1) {                                                       \
+                for (unsigned i = 0; i < keep; i++)                                \
+                    if (TM_UNLIKELY(GET(&tab[i]) != TM_OK))                        \
+                        goto fail;                                                 \
+                for (unsigned i = 0; i < keep; i++)                                \
+                    if (TM_UNLIKELY(PUT(tab[i]) != TM_OK))                         \
+                        goto fail;                                                 \
+            } else {                                                               \
+                for (unsigned i = 0; i < keep; i += bulk)                          \
+                    if (TM_UNLIKELY(GET_BULK(&tab[i], bulk) != TM_OK))             \
+                        goto fail;                                                 \
+                for (unsigned i = 0; i < keep; i += bulk)                          \
+                    if (TM_UNLIKELY(PUT_BULK(&tab[i], bulk) != TM_OK))             \
+                        goto fail;                                                 \
+            }                                                                      \
+        }                                                                          \
+        objs += (uint64_t)inner * keep;                                            \
+        t = now_s();                                                               \
+    } while (t - t0 < secs)
+
 __attribute__((noinline)) static uint64_t tm_loop(struct job *j, uint32_t *tab, double secs, double *elapsed) {
     tm_pool_t *p = j->tp;
     const unsigned keep = j->keep, bulk = j->bulk, inner = iters_per_check(keep);
     uint64_t objs = 0;
     double t0 = now_s(), t;
-    do {
-        for (unsigned it = 0; it < inner; it++) {
-            if (bulk == 1) {
-                for (unsigned i = 0; i < keep; i++)
-                    if (TM_UNLIKELY(tm_pool_get(p, &tab[i]) != TM_OK))
-                        goto fail;
-                for (unsigned i = 0; i < keep; i++)
-                    if (TM_UNLIKELY(tm_pool_put(p, tab[i]) != TM_OK))
-                        goto fail;
-            } else {
-                for (unsigned i = 0; i < keep; i += bulk)
-                    if (TM_UNLIKELY(tm_pool_get_bulk(p, &tab[i], bulk) != TM_OK))
-                        goto fail;
-                for (unsigned i = 0; i < keep; i += bulk)
-                    if (TM_UNLIKELY(tm_pool_put_bulk(p, &tab[i], bulk, NULL) != TM_OK))
-                        goto fail;
-            }
-        }
-        objs += (uint64_t)inner * keep;
-        t = now_s();
-    } while (t - t0 < secs);
+    if (strstr(j->impl->driver, "_tls")) {
+#define G(o) tm_pool_get(p, o)
+#define P(h) tm_pool_put(p, h)
+#define GB(o, n) tm_pool_get_bulk(p, o, n)
+#define PB(hs, n) tm_pool_put_bulk(p, hs, n, NULL)
+        TM_LOOP_BODY(G, P, GB, PB);
+#undef G
+#undef P
+#undef GB
+#undef PB
+    } else {
+        tm_cache_t *c = tm_pool_thread_cache(p); /* once, as DPDK's harness does */
+#define G(o) tm_pool_cache_get(p, c, o)
+#define P(h) tm_pool_cache_put(p, c, h)
+#define GB(o, n) tm_pool_cache_get_bulk(p, c, o, n, NULL)
+#define PB(hs, n) tm_pool_cache_put_bulk(p, c, hs, n, NULL)
+        TM_LOOP_BODY(G, P, GB, PB);
+#undef G
+#undef P
+#undef GB
+#undef PB
+    }
     *elapsed = t - t0;
     return objs;
 fail:
@@ -411,7 +448,7 @@ static int region_init(unsigned n) {
 
 static int pool_setup(struct job *j, char *err, size_t errlen) {
     if (j->impl->kind == IMPL_TM) {
-        unsigned flags = strcmp(j->impl->driver, "unchecked") == 0 ? TM_POOL_UNCHECKED : 0;
+        unsigned flags = strncmp(j->impl->driver, "unchecked", 9) == 0 ? TM_POOL_UNCHECKED : 0;
         int rc = tm_pool_create(&j->tp, O.pool_size, j->cache, REGION, ELT_SIZE, ELT_SIZE, flags);
         if (rc != TM_OK) {
             snprintf(err, errlen, "tm_pool_create: %d", rc);
