@@ -22,6 +22,22 @@
 # per-object state, no check that a handle was got or is returned once; the
 # caller promises both.  (Pool.put/put_bulk from Python still range-check.)
 #
+# Looking the thread's cache up once: pool_get/pool_put find the calling
+# thread's cache on every call.  A loop can look it up once, as DPDK code does
+# with rte_mempool_default_cache(), and pass it in:
+#
+#     cdef tm_cache_t *c = pool_thread_cache(p)   # in the thread that loops
+#     with nogil:
+#         for ...:
+#             if pool_cache_get(p, c, &h) == 0:
+#                 ...
+#                 pool_cache_put(p, c, h)
+#
+# The cache belongs to the thread that asked for it: use it in that thread
+# only (another thread's calls through it would race with its owner), while
+# the pool is open.  It is never NULL (a placeholder that takes the general
+# path when the thread cannot have a cache).
+#
 # Holding the pool across GIL-free work: anything that reads or writes pool
 # memory (or calls the pool) without the GIL brackets that work with
 #
@@ -81,6 +97,13 @@ cdef extern from *:
     ctypedef struct tm_ring_t
 
 
+cdef extern from *:
+    """
+    typedef struct tm_cache tm_cache_t;
+    """
+    ctypedef struct tm_cache_t
+
+
 cdef class Pool:
     cdef tm_pool_t *_c
     cdef readonly uint32_t capacity
@@ -130,6 +153,11 @@ cdef int pool_put(tm_pool_t *p, uint32_t handle) noexcept nogil
 cdef int pool_get_bulk(tm_pool_t *p, uint32_t *handles, uint32_t n) noexcept nogil
 cdef int pool_put_bulk(tm_pool_t *p, const uint32_t *handles, uint32_t n) noexcept nogil
 cdef char *pool_object(Pool pool, uint32_t handle) noexcept nogil
+cdef tm_cache_t *pool_thread_cache(tm_pool_t *p) noexcept nogil
+cdef int pool_cache_get(tm_pool_t *p, tm_cache_t *c, uint32_t *handle) noexcept nogil
+cdef int pool_cache_put(tm_pool_t *p, tm_cache_t *c, uint32_t handle) noexcept nogil
+cdef int pool_cache_get_bulk(tm_pool_t *p, tm_cache_t *c, uint32_t *handles, uint32_t n) noexcept nogil
+cdef int pool_cache_put_bulk(tm_pool_t *p, tm_cache_t *c, const uint32_t *handles, uint32_t n) noexcept nogil
 
 
 cdef class Ring:

@@ -53,6 +53,11 @@ cdef extern from "turbomem/pool.h" nogil:
     int tm_pool_put(tm_pool_t *p, uint32_t h)
     int tm_pool_get_bulk_ex(tm_pool_t *p, uint32_t *out, uint32_t n, uint32_t *bad)
     int tm_pool_put_bulk(tm_pool_t *p, const uint32_t *hs, uint32_t n, uint32_t *bad)
+    tm_cache_t *tm_pool_thread_cache(tm_pool_t *p)
+    int tm_pool_cache_get(tm_pool_t *p, tm_cache_t *c, uint32_t *out)
+    int tm_pool_cache_put(tm_pool_t *p, tm_cache_t *c, uint32_t h)
+    int tm_pool_cache_get_bulk(tm_pool_t *p, tm_cache_t *c, uint32_t *out, uint32_t n, uint32_t *bad)
+    int tm_pool_cache_put_bulk(tm_pool_t *p, tm_cache_t *c, const uint32_t *hs, uint32_t n, uint32_t *bad)
     void tm_pool_stats(tm_pool_t *p, tm_pool_stats_t *st)
     int tm_pool_is_in_use(tm_pool_t *p, uint32_t h)
     int tm_pool_asymmetric()
@@ -782,6 +787,22 @@ cdef int pool_get_bulk(tm_pool_t *p, uint32_t *handles, uint32_t n) noexcept nog
 
 cdef int pool_put_bulk(tm_pool_t *p, const uint32_t *handles, uint32_t n) noexcept nogil:
     return tm_pool_put_bulk(p, handles, n, NULL)
+
+cdef tm_cache_t *pool_thread_cache(tm_pool_t *p) noexcept nogil:
+    return tm_pool_thread_cache(p)
+
+cdef int pool_cache_get(tm_pool_t *p, tm_cache_t *c, uint32_t *handle) noexcept nogil:
+    return tm_pool_cache_get(p, c, handle)
+
+cdef int pool_cache_put(tm_pool_t *p, tm_cache_t *c, uint32_t handle) noexcept nogil:
+    return tm_pool_cache_put(p, c, handle)
+
+cdef int pool_cache_get_bulk(tm_pool_t *p, tm_cache_t *c, uint32_t *handles, uint32_t n) noexcept nogil:
+    return tm_pool_cache_get_bulk(p, c, handles, n, NULL)
+
+cdef int pool_cache_put_bulk(tm_pool_t *p, tm_cache_t *c, const uint32_t *handles,
+                             uint32_t n) noexcept nogil:
+    return tm_pool_cache_put_bulk(p, c, handles, n, NULL)
 
 cdef char *pool_object(Pool pool, uint32_t handle) noexcept nogil:
     return pool._base + <size_t>handle * <size_t>pool.stride

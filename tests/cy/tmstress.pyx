@@ -13,9 +13,10 @@ from posix.unistd cimport usleep
 
 cimport numpy as cnp
 
-from turbomem._core cimport (Pool, pool_get, pool_get_bulk, pool_object, pool_ptr,
-                             pool_put, pool_put_bulk, region_acquire, region_release,
-                             tm_pool_t)
+from turbomem._core cimport (Pool, pool_cache_get, pool_cache_get_bulk, pool_cache_put,
+                             pool_cache_put_bulk, pool_get, pool_get_bulk, pool_object, pool_ptr,
+                             pool_put, pool_put_bulk, pool_thread_cache, region_acquire,
+                             region_release, tm_cache_t, tm_pool_t)
 
 cnp.import_array()
 
@@ -46,8 +47,25 @@ cdef inline bint _stamp_ok(Pool pool, uint32_t h, uint64_t token) noexcept nogil
     return seen == token
 
 
+# Through the thread's cache looked up once (c != NULL), or per call.
+cdef inline int _get(tm_pool_t *p, tm_cache_t *c, uint32_t *h) noexcept nogil:
+    return pool_cache_get(p, c, h) if c != NULL else pool_get(p, h)
+
+
+cdef inline int _put(tm_pool_t *p, tm_cache_t *c, uint32_t h) noexcept nogil:
+    return pool_cache_put(p, c, h) if c != NULL else pool_put(p, h)
+
+
+cdef inline int _get_bulk(tm_pool_t *p, tm_cache_t *c, uint32_t *hs, uint32_t n) noexcept nogil:
+    return pool_cache_get_bulk(p, c, hs, n) if c != NULL else pool_get_bulk(p, hs, n)
+
+
+cdef inline int _put_bulk(tm_pool_t *p, tm_cache_t *c, const uint32_t *hs, uint32_t n) noexcept nogil:
+    return pool_cache_put_bulk(p, c, hs, n) if c != NULL else pool_put_bulk(p, hs, n)
+
+
 def mixed_stress(Pool pool not None, uint64_t ops, uint64_t seed, uint32_t max_hold=256,
-                 uint32_t max_bulk=64, bint failing=True):
+                 uint32_t max_bulk=64, bint failing=True, bint cached=False):
     """Run `ops` random pool calls without the GIL and return counters.
 
     Every handle this thread holds carries a token (thread seed, handle) in its
@@ -56,6 +74,8 @@ def mixed_stress(Pool pool not None, uint64_t ops, uint64_t seed, uint32_t max_h
     (``token_errors``).  ``failing`` mixes in calls that must fail: an
     out-of-range put, and a put_bulk whose last element is out of range (the
     core must return nothing).  Everything held is put back at the end.
+    ``cached``: call through the thread's cache looked up once
+    (pool_thread_cache + pool_cache_*) instead of pool_get/put.
     """
     if pool.obj_size < 8:
         raise ValueError("mixed_stress needs obj_size >= 8")
@@ -73,13 +93,16 @@ def mixed_stress(Pool pool not None, uint64_t ops, uint64_t seed, uint32_t max_h
     cdef uint64_t gets = 0, puts = 0, empties = 0, expected_fail = 0
     cdef uint64_t token_errors = 0, unexpected = 0
     cdef int rc
+    cdef tm_cache_t *c = NULL
     with nogil:
+        if cached:
+            c = pool_thread_cache(p)
         for n in range(ops):
             r = _rand(&s)
             op = r % 10
             if op < 3:  # single get
                 if nheld < max_hold:
-                    rc = pool_get(p, &h)
+                    rc = _get(p, c, &h)
                     if rc == RC_OK:
                         _stamp(pool, h, tag | h)
                         held[nheld] = h
@@ -95,7 +118,7 @@ def mixed_stress(Pool pool not None, uint64_t ops, uint64_t seed, uint32_t max_h
                     h = held[i]
                     if not _stamp_ok(pool, h, tag | h):
                         token_errors += 1
-                    rc = pool_put(p, h)
+                    rc = _put(p, c, h)
                     if rc == RC_OK:
                         nheld -= 1
                         held[i] = held[nheld]
@@ -105,7 +128,7 @@ def mixed_stress(Pool pool not None, uint64_t ops, uint64_t seed, uint32_t max_h
             elif op < 8:  # bulk get
                 k = 1 + <uint32_t>((r >> 8) % max_bulk)
                 if nheld + k <= max_hold:
-                    rc = pool_get_bulk(p, held + nheld, k)
+                    rc = _get_bulk(p, c, held + nheld, k)
                     if rc == RC_OK:
                         for i in range(nheld, nheld + k):
                             _stamp(pool, held[i], tag | held[i])
@@ -123,7 +146,7 @@ def mixed_stress(Pool pool not None, uint64_t ops, uint64_t seed, uint32_t max_h
                     for i in range(nheld - k, nheld):
                         if not _stamp_ok(pool, held[i], tag | held[i]):
                             token_errors += 1
-                    rc = pool_put_bulk(p, held + nheld - k, k)
+                    rc = _put_bulk(p, c, held + nheld - k, k)
                     if rc == RC_OK:
                         nheld -= k
                         puts += k
@@ -131,18 +154,18 @@ def mixed_stress(Pool pool not None, uint64_t ops, uint64_t seed, uint32_t max_h
                         unexpected += 1
             elif failing:  # calls that must fail and change nothing
                 if (r >> 8) & 1:
-                    if pool_put(p, cap + <uint32_t>((r >> 9) % 1000)) != RC_ERANGE:
+                    if _put(p, c, cap + <uint32_t>((r >> 9) % 1000)) != RC_ERANGE:
                         unexpected += 1
                 elif nheld and nheld < max_hold:
                     held[nheld] = cap  # one bad element after valid ones
                     k = nheld + 1
                     if k > max_bulk:
                         k = max_bulk
-                    if pool_put_bulk(p, held + nheld + 1 - k, k) != RC_ERANGE:
+                    if _put_bulk(p, c, held + nheld + 1 - k, k) != RC_ERANGE:
                         unexpected += 1
                     expected_fail += 1
                 else:
-                    if pool_get_bulk(p, held, cap + 1) != RC_EEMPTY:
+                    if _get_bulk(p, c, held, cap + 1) != RC_EEMPTY:
                         unexpected += 1
                     expected_fail += 1
         if nheld:

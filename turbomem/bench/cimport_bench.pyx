@@ -4,7 +4,9 @@
 from libc.stdint cimport uint32_t, uint64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
-from turbomem._core cimport Pool, tm_pool_t, pool_ptr, pool_get, pool_put, pool_get_bulk, pool_put_bulk
+from turbomem._core cimport (Pool, tm_cache_t, tm_pool_t, pool_cache_get, pool_cache_get_bulk, pool_cache_put,
+                             pool_cache_put_bulk, pool_get, pool_get_bulk, pool_ptr, pool_put, pool_put_bulk,
+                             pool_thread_cache)
 
 
 cdef double _now() noexcept nogil:
@@ -34,6 +36,34 @@ def get_put(Pool pool not None, uint64_t iters, uint32_t bulk):
         else:
             for i in range(iters):
                 if pool_get_bulk(p, hs, bulk) != 0 or pool_put_bulk(p, hs, bulk) != 0:
+                    failures += 1
+        t1 = _now()
+    if failures:
+        raise RuntimeError(f"{failures} of {iters} get/put rounds failed")
+    return t1 - t0
+
+
+def get_put_cached(Pool pool not None, uint64_t iters, uint32_t bulk):
+    """get_put() through the thread's cache looked up once (pool_thread_cache),
+    as DPDK code passes rte_mempool_default_cache() to generic_get/put."""
+    if bulk < 1 or bulk > 4096:
+        raise ValueError("bulk must be in [1, 4096]")
+    cdef tm_pool_t *p = pool_ptr(pool)
+    cdef uint32_t hs[4096]
+    cdef uint32_t h
+    cdef uint64_t i, failures = 0
+    cdef double t0, t1
+    cdef tm_cache_t *c
+    with nogil:
+        c = pool_thread_cache(p)
+        t0 = _now()
+        if bulk == 1:
+            for i in range(iters):
+                if pool_cache_get(p, c, &h) != 0 or pool_cache_put(p, c, h) != 0:
+                    failures += 1
+        else:
+            for i in range(iters):
+                if pool_cache_get_bulk(p, c, hs, bulk) != 0 or pool_cache_put_bulk(p, c, hs, bulk) != 0:
                     failures += 1
         t1 = _now()
     if failures:

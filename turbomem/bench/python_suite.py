@@ -152,6 +152,19 @@ def _cython_cimport(pool, bulk):
     return run
 
 
+def _cython_cimport_cached(pool, bulk):
+    """The same, through the thread's cache looked up once (pool_thread_cache)."""
+    from pathlib import Path
+
+    from turbomem.cybuild import build_and_import
+
+    mod = build_and_import("cimport_bench", Path(__file__).resolve().parent / "cimport_bench.pyx")
+
+    def run(iters):
+        mod.get_put_cached(pool, iters, bulk)
+    return run
+
+
 def _buffers():
     return [bytearray(OBJ_SIZE) for _ in range(N_BUFFERS)]
 
@@ -168,6 +181,8 @@ def make_cases(bulks: List[int], Pool: Optional[type]) -> List[Dict[str, Any]]:
         for b in (1,) + tuple(bulks):
             cases.append(dict(name="turbomem via Cython cimport", bulk=b, state=pool_state,
                               make=_cython_cimport, close=True))
+        cases.append(dict(name="turbomem via Cython cimport, cache looked up once", bulk=1,
+                          state=pool_state, make=_cython_cimport_cached, close=True))
     cases.append(dict(name="deque free list", bulk=1, state=lambda: collections.deque(_buffers()),
                       make=_deque_single))
     for b in bulks:
