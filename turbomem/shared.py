@@ -23,6 +23,7 @@ size.  Anything else raises :class:`~turbomem.errors.SharedFormatError`.
 
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 import numbers
@@ -41,6 +42,7 @@ import numpy.typing as npt
 from . import _shm, procfs
 from .errors import (
     DoubleFreeError,
+    HugePageError,
     InvalidHandleError,
     PoolClosedError,
     PoolEmptyError,
@@ -125,7 +127,12 @@ def pool_layout(capacity: int, obj_size: int, cache_size: int, max_slots: int, n
     lay["ring_stride"] = _up(_shm.RINGCTL_SIZE + ring_bytes, CACHE_LINE) if nrings else 0
     lay["off_rings"] = off
     off += lay["ring_stride"] * nrings
-    lay["off_objects"] = _up(off, page_size)
+    # Objects start on a 4 KB boundary whatever the page size: on hugetlb the
+    # whole mapping is 2 MB pages anyway, and a 2 MB boundary here would cost
+    # a whole extra huge page for every small pool.  Only the total must be a
+    # multiple of the page size (ftruncate and mmap of a hugetlb file refuse
+    # anything else).
+    lay["off_objects"] = _up(off, PAGE)
     lay["objects_size"] = stride * capacity
     lay["total_size"] = _up(lay["off_objects"] + lay["objects_size"], page_size)
     return lay
@@ -238,6 +245,7 @@ class _Mapping:
         self.name: str | None = name
         self.backing: str = backing
         self.reason: str = reason
+        self.requested: str = "attached"  # the hugepages= the creator passed; set by it
         self._mm: mmap.mmap | None = mmap.mmap(fd, size, flags=mmap.MAP_SHARED,
                                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
         if backing != "hugetlb" and hasattr(mmap, "MADV_HUGEPAGE"):
@@ -263,62 +271,98 @@ class _Mapping:
             self.fd = -1
 
 
+_SHMEM_THP_MODES = ("always", "within_size", "advise", "force")
+
+
 def _choose_backing(hugepages: str, name: str | None, pages_2m: int) -> tuple[str, str]:
-    """('hugetlb' | 'shmem', why)."""
+    """('hugetlb' | 'shmem', why) for a mapping of pages_2m 2 MB pages.
+
+    'auto' takes hugetlb pages for an anonymous pool when enough are free and
+    4 KB (or shmem THP) pages otherwise, saying why; 'hugetlb' and 'thp'
+    insist, as Pool's do, and raise HugePageError saying what is missing."""
     shmem = procfs.shmem_thp_mode()
-    thp_note = (f"shmem_enabled={shmem}: shared memory gets 4 KB pages (transparent huge pages for "
-                "shared memory are off)" if shmem in ("never", "deny", "unavailable") else
-                f"shmem_enabled={shmem}: transparent huge pages possible for shared memory")
+    thp_ok = shmem in _SHMEM_THP_MODES
+    thp_note = (f"shmem_enabled={shmem}: transparent huge pages possible for shared memory" if thp_ok else
+                f"shmem_enabled={shmem}: shared memory gets 4 KB pages (transparent huge pages for "
+                "shared memory are off)")
     if hugepages == "none":
         return "shmem", "hugepages='none' requested; " + thp_note
+    if hugepages == "thp":
+        if not thp_ok:
+            raise HugePageError(errno.EOPNOTSUPP, f"hugepages='thp' needs transparent huge pages for shared "
+                                f"memory, but {procfs.THP_DIR / 'shmem_enabled'} is {shmem!r}; use "
+                                "hugepages='auto' to accept 4 KB pages, or 'hugetlb'")
+        return "shmem", "hugepages='thp' requested; " + thp_note
+    if name is not None:
+        if hugepages == "hugetlb":
+            raise HugePageError(errno.EINVAL, _NAMED_NO_HUGETLB + "; create it with name=None (memfd "
+                                "MFD_HUGETLB) and hand it to other processes through multiprocessing or "
+                                "pickle (the descriptor travels)")
+        return "shmem", f"no hugetlb ({_NAMED_NO_HUGETLB}); {thp_note}"
     free = _hugetlb_pages_free()
-    if name is None and hugepages in ("auto", "hugetlb") and free >= pages_2m:
+    if free >= pages_2m:
         return "hugetlb", f"memfd MFD_HUGETLB: {free} free 2 MB hugetlb pages, {pages_2m} needed"
-    why = ("a named pool lives in /dev/shm (tmpfs), which cannot hold hugetlb pages"
-           if name is not None else f"{free} free 2 MB hugetlb pages, {pages_2m} needed")
-    return "shmem", f"no hugetlb ({why}); {thp_note}"
+    if hugepages == "hugetlb":
+        pool = procfs.hugetlb_pool()
+        raise HugePageError(errno.ENOMEM, f"hugepages='hugetlb': {pages_2m} free 2 MB hugetlb pages needed, "
+                            f"{free} free ({pool.total} configured, {pool.reserved} reserved by other "
+                            f"mappings); reserve more as root with: echo {pool.total + pages_2m - free} > "
+                            "/proc/sys/vm/nr_hugepages")
+    return "shmem", f"no hugetlb ({free} free 2 MB hugetlb pages, {pages_2m} needed); {thp_note}"
+
+
+# Why a named pool never gets hugetlb pages (docs/shared.md, "Huge pages").
+_NAMED_NO_HUGETLB = ("a named pool is a file in /dev/shm (tmpfs), which cannot hold hugetlb pages, "
+                     "and a memfd has no name another process could open")
+
+
+def _memfd(kind: int, huge: bool) -> int:
+    flags = os.MFD_CLOEXEC | (os.MFD_HUGETLB if huge else 0)
+    return os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", flags)
 
 
 def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, mode: int,
                     flags: int, ring_flags: int) -> tuple[_Mapping, dict]:
     if hugepages not in ("auto", "thp", "hugetlb", "none"):
         raise ValueError(f"hugepages must be 'auto', 'thp', 'hugetlb' or 'none', got {hugepages!r}")
-    lay_small = lay_for_page(PAGE)
-    backing, reason = _choose_backing(hugepages, name, _up(lay_small["total_size"], HUGE_2M) // HUGE_2M)
-    lay = lay_for_page(HUGE_2M) if backing == "hugetlb" else lay_small
-    if name is None:
-        mfd_flags = os.MFD_CLOEXEC | (os.MFD_HUGETLB if backing == "hugetlb" else 0)
-        try:
-            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", mfd_flags)
-        except OSError as exc:
-            if backing != "hugetlb":
-                raise
-            backing, reason = "shmem", f"memfd MFD_HUGETLB failed ({exc.strerror}); 4 KB pages"
-            lay = lay_small
-            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", os.MFD_CLOEXEC)
-        path = None
-    else:
+    if name is not None:
+        path = _shm_path(name)
         if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits in [0, 0o777], got {mode!r}")
-        path = _shm_path(name)
+    lay_small, lay_huge = lay_for_page(PAGE), lay_for_page(HUGE_2M)
+    # The page count comes from the hugetlb layout itself (its total is what
+    # ftruncate and mmap will ask the kernel for).
+    backing, reason = _choose_backing(hugepages, name, lay_huge["total_size"] // HUGE_2M)
+    if backing == "hugetlb":
+        fd = -1
+        try:
+            fd = _memfd(kind, True)
+            # ftruncate sets the size only (a multiple of 2 MB, or EINVAL); the
+            # pages are reserved at mmap time: ENOMEM there, never SIGBUS later.
+            os.ftruncate(fd, lay_huge["total_size"])
+            m = _Mapping(fd, lay_huge["total_size"], None, backing, reason)
+            m.requested = hugepages
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            why = (f"memfd MFD_HUGETLB of {lay_huge['total_size']} bytes refused ({exc.strerror}: the free "
+                   "2 MB pages went to another mapping, or the kernel has no hugetlb memfd)")
+            if hugepages == "hugetlb":
+                raise HugePageError(exc.errno or errno.ENOMEM, "hugepages='hugetlb': " + why) from exc
+            backing, reason = "shmem", why + "; 4 KB pages"
+        else:
+            m.mm[:HEADER_SIZE] = _pack_header(kind, lay_huge, flags, ring_flags).ljust(HEADER_SIZE, b"\0")
+            return m, lay_huge
+    lay = lay_small
+    if name is None:
+        fd, path = _memfd(kind, False), None
+    else:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         os.fchmod(fd, mode)  # the umask must not widen or narrow what the caller asked for
-    if backing == "hugetlb":
-        try:  # hugetlb pages are reserved at mmap time: ENOMEM here, never SIGBUS later
-            os.ftruncate(fd, lay["total_size"])
-            m = _Mapping(fd, lay["total_size"], name, backing, reason)
-        except OSError as exc:
-            os.close(fd)
-            lay = lay_small
-            backing, reason = "shmem", (f"memfd MFD_HUGETLB could not be mapped ({exc.strerror}: the free "
-                                        "2 MB pages went to someone else); 4 KB pages")
-            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", os.MFD_CLOEXEC)
-        else:
-            m.mm[:HEADER_SIZE] = _pack_header(kind, lay, flags, ring_flags).ljust(HEADER_SIZE, b"\0")
-            return m, lay
     try:
         os.ftruncate(fd, lay["total_size"])
         m = _Mapping(fd, lay["total_size"], name, backing, reason)
+        m.requested = hugepages
     except BaseException:
         os.close(fd)
         if path:
@@ -355,8 +399,10 @@ def _attach_mapping(fd: int, kind: int, what: str, owned_name: str | None) -> tu
             raise _bad(what, f"belongs to uid {st.st_uid}, not to this user ({os.geteuid()})")
         raw = os.pread(fd, _HEADER.size + _CHECKSUM.size, 0) if st.st_size else b""
         vals = parse_header(raw, st.st_size, kind, what)
-        m = _Mapping(fd, vals["total_size"], owned_name,
-                     "hugetlb" if vals["page_size"] == HUGE_2M else "shmem", "attached")
+        huge = vals["page_size"] == HUGE_2M
+        m = _Mapping(fd, vals["total_size"], owned_name, "hugetlb" if huge else "shmem",
+                     "attached: the creator chose the backing" +
+                     (" (its header says 2 MB hugetlb pages)" if huge else " (its header says 4 KB pages)"))
     except BaseException:
         os.close(fd)
         raise
@@ -364,15 +410,29 @@ def _attach_mapping(fd: int, kind: int, what: str, owned_name: str | None) -> tu
 
 
 def hugepage_report(m: _Mapping, address: int) -> dict[str, Any]:
-    """What the mapping got, measured in /proc/self/smaps, and why."""
+    """What the mapping got, measured in /proc/self/smaps, and why.
+
+    ``page_size`` is the kernel's page size for the mapping (smaps
+    KernelPageSize); ``hugetlb`` says smaps shows a hugetlb VMA (every byte of
+    it is on 2 MB pages, reserved at mmap time), ``hugetlb_faulted`` how much
+    of it is touched (Shared_Hugetlb); ``huge_bytes`` counts bytes on huge
+    pages of either kind (hugetlb, or shmem THP: ShmemPmdMapped)."""
     maps = procfs.mappings_for(address, address + m.size)
-    huge = sum(mp.fields.get("ShmemPmdMapped", 0) + mp.fields.get("FilePmdMapped", 0) +
-               mp.fields.get("Shared_Hugetlb", 0) + mp.fields.get("Private_Hugetlb", 0) for mp in maps)
+    hugetlb = bool(maps) and all(mp.is_hugetlb for mp in maps)
+    faulted = sum(mp.fields.get("Shared_Hugetlb", 0) + mp.fields.get("Private_Hugetlb", 0) for mp in maps)
+    if hugetlb:
+        huge = sum(min(mp.end, address + m.size) - max(mp.start, address) for mp in maps)
+    else:
+        huge = sum(mp.fields.get("ShmemPmdMapped", 0) + mp.fields.get("FilePmdMapped", 0) for mp in maps)
     kernel_page = max((mp.fields.get("KernelPageSize", 0) for mp in maps), default=0)
     page = kernel_page or (HUGE_2M if m.backing == "hugetlb" else PAGE)
     return {"backing": ("memfd" if m.name is None else "/dev/shm file") +
                        (" MFD_HUGETLB" if m.backing == "hugetlb" else ""),
+            "requested": m.requested,
             "page_size": page,
+            "hugetlb": hugetlb,
+            "hugetlb_pages": m.size // HUGE_2M if hugetlb else 0,
+            "hugetlb_faulted": faulted,
             "huge_bytes": huge,
             "smaps_found": bool(maps),
             "size": m.size,
