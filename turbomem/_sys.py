@@ -60,6 +60,7 @@ __all__ = [
     "move_pages_query",
     "getcpu",
     "memory_at",
+    "buffer_address",
     "MSG_DONTWAIT",
     "MSG_TRUNC",
     "MSG_WAITFORONE",
@@ -316,6 +317,16 @@ def sched_getaffinity(pid: int = 0) -> set[int]:
         return os.sched_getaffinity(pid)
     except OSError as exc:
         raise OSError(exc.errno, f"sched_getaffinity(pid {pid}): {os.strerror(exc.errno or 0)}") from None
+
+
+def buffer_address(buf) -> int:
+    """The address of a writable buffer's first byte (an mmap, a bytearray);
+    the export is released before returning, so the buffer can still close."""
+    view = ctypes.c_char.from_buffer(buf)
+    try:
+        return ctypes.addressof(view)
+    finally:
+        del view
 
 
 def memory_at(addr: int, size: int) -> memoryview:

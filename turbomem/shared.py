@@ -39,11 +39,12 @@ from typing import Any, SupportsIndex
 import numpy as np
 import numpy.typing as npt
 
-from . import _shm, procfs
+from . import _shm, _sys, procfs, smaps
 from .errors import (
     DoubleFreeError,
     HugePageError,
     InvalidHandleError,
+    OutOfMemoryError,
     PoolClosedError,
     PoolEmptyError,
     RingBusyError,
@@ -246,6 +247,9 @@ class _Mapping:
         self.backing: str = backing
         self.reason: str = reason
         self.requested: str = "attached"  # the hugepages= the creator passed; set by it
+        self.numa_node: int | None = None
+        self.numa_status: str = "attached: the creator placed the pages (page_nodes says where)"
+        self.populate: str = "no (attached)"
         self._mm: mmap.mmap | None = mmap.mmap(fd, size, flags=mmap.MAP_SHARED,
                                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
         if backing != "hugetlb" and hasattr(mmap, "MADV_HUGEPAGE"):
@@ -274,7 +278,8 @@ class _Mapping:
 _SHMEM_THP_MODES = ("always", "within_size", "advise", "force")
 
 
-def _choose_backing(hugepages: str, name: str | None, pages_2m: int) -> tuple[str, str]:
+def _choose_backing(hugepages: str, name: str | None, pages_2m: int,
+                    numa_node: int | None = None) -> tuple[str, str]:
     """('hugetlb' | 'shmem', why) for a mapping of pages_2m 2 MB pages.
 
     'auto' takes hugetlb pages for an anonymous pool when enough are free and
@@ -300,6 +305,12 @@ def _choose_backing(hugepages: str, name: str | None, pages_2m: int) -> tuple[st
                                 "pickle (the descriptor travels)")
         return "shmem", f"no hugetlb ({_NAMED_NO_HUGETLB}); {thp_note}"
     free = _hugetlb_pages_free()
+    if numa_node is not None and len(procfs.node_ids()) > 1:
+        # Bound to one node, the pages must be free there (the global count
+        # would promise pages the binding cannot use).
+        node_free = procfs.hugetlb_node_free(numa_node)
+        if node_free is not None:
+            free = min(free, node_free)
     if free >= pages_2m:
         return "hugetlb", f"memfd MFD_HUGETLB: {free} free 2 MB hugetlb pages, {pages_2m} needed"
     if hugepages == "hugetlb":
@@ -321,8 +332,48 @@ def _memfd(kind: int, huge: bool) -> int:
     return os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", flags)
 
 
+class _Placement:
+    """What memory._bind_numa reads and writes (a Region's NUMA fields)."""
+
+    def __init__(self, addr: int, size: int) -> None:
+        self.addr, self.size = addr, size
+        self.numa_node: int | None = None
+        self.numa_status = "not bound"
+
+
+def _place(m: _Mapping, explicit_node: int | None) -> None:
+    """Bind the fresh mapping to a node (mbind MPOL_BIND before the first
+    touch, as Pool does) and fault every page in now.  Populating is what
+    makes the binding hold for a shared mapping: a tmpfs file keeps the policy
+    for every process (shared policy), but a hugetlb mapping's policy is this
+    process's alone, so the pages must be allocated here, not at some other
+    process's first touch.  It also turns a full /dev/shm or a hugetlb
+    shortage into an exception now instead of a SIGBUS later."""
+    from . import memory
+
+    addr = _sys.buffer_address(m.mm)
+    pl = _Placement(addr, m.size)
+    memory._bind_numa(pl, explicit_node)  # type: ignore[arg-type]  # duck-types Region's NUMA fields
+    m.numa_node, m.numa_status = pl.numa_node, pl.numa_status
+    try:
+        _sys.madvise(addr, m.size, _sys.MADV_POPULATE_WRITE, advice_name="MADV_POPULATE_WRITE")
+        m.populate = "MADV_POPULATE_WRITE"
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # kernel older than 5.14: touch one byte per page
+            page = HUGE_2M if m.backing == "hugetlb" else PAGE
+            m.mm[::page] = bytes(len(range(0, m.size, page)))
+            m.populate = "touch"
+            return
+        if exc.errno in (errno.ENOMEM, errno.EFAULT, errno.ENOSPC):
+            raise OutOfMemoryError(f"populating the shared mapping of {m.size} bytes ({m.backing}"
+                                   f"{', bound to node %d' % m.numa_node if m.numa_node is not None else ''}) "
+                                   f"failed: {exc.strerror} (/dev/shm full, or no pages on the node)") from exc
+        raise
+
+
 def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, mode: int,
-                    flags: int, ring_flags: int) -> tuple[_Mapping, dict]:
+                    flags: int, ring_flags: int, numa_node: int | None = None,
+                    place: bool = False) -> tuple[_Mapping, dict]:
     if hugepages not in ("auto", "thp", "hugetlb", "none"):
         raise ValueError(f"hugepages must be 'auto', 'thp', 'hugetlb' or 'none', got {hugepages!r}")
     if name is not None:
@@ -332,7 +383,7 @@ def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, m
     lay_small, lay_huge = lay_for_page(PAGE), lay_for_page(HUGE_2M)
     # The page count comes from the hugetlb layout itself (its total is what
     # ftruncate and mmap will ask the kernel for).
-    backing, reason = _choose_backing(hugepages, name, lay_huge["total_size"] // HUGE_2M)
+    backing, reason = _choose_backing(hugepages, name, lay_huge["total_size"] // HUGE_2M, numa_node)
     if backing == "hugetlb":
         fd = -1
         try:
@@ -342,6 +393,13 @@ def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, m
             os.ftruncate(fd, lay_huge["total_size"])
             m = _Mapping(fd, lay_huge["total_size"], None, backing, reason)
             m.requested = hugepages
+            if place:
+                try:
+                    _place(m, numa_node)
+                except BaseException:
+                    m.close()
+                    fd = -1
+                    raise
         except OSError as exc:
             if fd >= 0:
                 os.close(fd)
@@ -363,8 +421,14 @@ def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, m
         os.ftruncate(fd, lay["total_size"])
         m = _Mapping(fd, lay["total_size"], name, backing, reason)
         m.requested = hugepages
+        fd = -1  # m owns it now
+        if place:
+            _place(m, numa_node)
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+        else:
+            m.close()
         if path:
             os.unlink(path)
         raise
@@ -403,6 +467,15 @@ def _attach_mapping(fd: int, kind: int, what: str, owned_name: str | None) -> tu
         m = _Mapping(fd, vals["total_size"], owned_name, "hugetlb" if huge else "shmem",
                      "attached: the creator chose the backing" +
                      (" (its header says 2 MB hugetlb pages)" if huge else " (its header says 4 KB pages)"))
+        # Map the creator's pages into this process now (they exist: the
+        # creator populated them), so page_nodes can say where they are and
+        # the first use here takes no page faults.
+        try:
+            _sys.madvise(_sys.buffer_address(m.mm), m.size, _sys.MADV_POPULATE_WRITE,
+                         advice_name="MADV_POPULATE_WRITE")
+            m.populate = "MADV_POPULATE_WRITE (attached)"
+        except OSError as exc:
+            m.populate = f"no (attached; MADV_POPULATE_WRITE: {_sys.errno_name(exc.errno or 0)})"
     except BaseException:
         os.close(fd)
         raise
@@ -437,7 +510,11 @@ def hugepage_report(m: _Mapping, address: int) -> dict[str, Any]:
             "smaps_found": bool(maps),
             "size": m.size,
             "shmem_enabled": procfs.shmem_thp_mode(),
-            "reason": m.reason}
+            "reason": m.reason,
+            "numa_node": m.numa_node,
+            "numa_status": m.numa_status,
+            "page_nodes": smaps.page_nodes(address, m.size, page),
+            "populate": m.populate}
 
 
 def _validate_timeout(timeout) -> float | None:
@@ -557,7 +634,12 @@ class SharedPool:
     processes at once and recovered when one of them dies.
 
     ``SharedPool(obj_size, capacity, *, name=None, cache_size=None (32), rings=0,
-    ring_capacity=1024, max_slots=64, hugepages="auto", mode=0o600)``
+    ring_capacity=1024, max_slots=64, hugepages="auto", mode=0o600, numa_node=None)``
+
+    ``numa_node``: as Pool's (None: the calling thread's node); the creator
+    binds the mapping there before the first touch and faults every page in,
+    so the pages stay there whichever process touches them first.
+    ``hugepage_report()`` says where they are (``page_nodes``).
 
     name=None: an anonymous memfd (pass the pool to children through
     multiprocessing: it sends the descriptor).  A name creates
@@ -570,7 +652,10 @@ class SharedPool:
 
     def __init__(self, obj_size: int, capacity: int, *, name: str | None = None, cache_size: int | None = None,
                  rings: int = 0, ring_capacity: int = 1024, max_slots: int = 64, hugepages: str = "auto",
-                 mode: int = 0o600) -> None:
+                 mode: int = 0o600, numa_node: int | None = None) -> None:
+        from .memory import check_numa_node
+
+        node = check_numa_node(numa_node)
         if cache_size is None:
             cache_size = min(32, capacity) if isinstance(capacity, int) and capacity > 0 else 0
         for key, v, lo, hi in (("capacity", capacity, 1, MAX_CAPACITY),
@@ -592,7 +677,7 @@ class SharedPool:
             KIND_POOL,
             lambda page: pool_layout(int(capacity), int(obj_size), int(cache_size), int(max_slots),
                                      int(rings), ring_capacity, page),
-            name, hugepages, mode, 0, 0)
+            name, hugepages, mode, 0, 0, node, place=True)
         try:
             self._setup(m, lay, init=True)
         except BaseException:
