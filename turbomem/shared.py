@@ -612,21 +612,59 @@ def _me() -> tuple[int, int]:
     return os.getpid(), (st.start_time if st else 0)
 
 
-def _is_alive(pid: int, start: int) -> bool:
-    """pid still names the process that claimed the slot (kill(pid, 0), not a
-    zombie, same start time)."""
+def _liveness(pid: int, start: int) -> tuple[bool, str]:
+    """Whether pid still names the process that claimed a slot, and how that
+    was decided.
+
+    With a pidfd (Linux 5.3+): open one for pid, then read the start time;
+    the pidfd pins the process it was opened on, and a matching start time
+    means that process is the slot's owner (pids are unique among processes
+    that exist, zombies included), so polling the pidfd (readable once the
+    process has exited, zombie or reaped) answers for the owner itself, with
+    no window in which the pid could be recycled between the checks.  A
+    different start time means the pid was reused: the owner is dead.
+    Without pidfd_open (ENOSYS, or seccomp's EPERM): kill(pid, 0), the state
+    letter from /proc/PID/stat (Z, X: dead) and the same start-time guard.
+    start == 0 is a slot still being claimed: judged by the pid alone."""
     if pid <= 0:
-        return False
+        return False, "no pid"
+    try:
+        fd = _sys.pidfd_open(pid)
+    except ProcessLookupError:
+        return False, "pidfd: no such process"
+    except OSError:
+        return _liveness_by_kill(pid, start)
+    try:
+        st = procfs.process_state(pid)
+        if st is None:
+            return False, "pidfd: no such process"
+        if start and st.start_time != start:
+            return False, f"pidfd: pid reused (start time {st.start_time}, the slot's owner started at {start})"
+        if _sys.pidfd_exited(fd):
+            return False, "pidfd: exited"
+        return True, "pidfd: running"
+    finally:
+        os.close(fd)
+
+
+def _liveness_by_kill(pid: int, start: int) -> tuple[bool, str]:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return False, "kill(0): no such process"
     except PermissionError:
-        pass
+        pass  # exists, belongs to someone else
     st = procfs.process_state(pid)
     if st is None or st.state in ("Z", "X", "x"):
-        return False
-    return start == 0 or st.start_time == start
+        return False, "kill(0): exited"
+    if start and st.start_time != start:
+        return False, f"kill(0): pid reused (start time {st.start_time}, the slot's owner started at {start})"
+    return True, "kill(0): running"
+
+
+def _is_alive(pid: int, start: int) -> bool:
+    """pid still names the process that claimed the slot (see _liveness)."""
+    return _liveness(pid, start)[0]
 
 
 class SharedPool:
