@@ -667,7 +667,7 @@ def _is_alive(pid: int, start: int) -> bool:
     return _liveness(pid, start)[0]
 
 
-class SharedPool:
+class SharedPool(_shm.PoolFast):
     """A fixed-size object pool in one shared mapping, usable from several
     processes at once and recovered when one of them dies.
 
@@ -744,6 +744,7 @@ class SharedPool:
                     raise _bad(what or "pool", f"ring {r}'s geometry disagrees with the header (corrupt)")
         except BaseException:
             self._closed = True
+            self._unbind_view()
             if getattr(self, "_v", None) is not None:
                 self._v.release()
             m.close()
@@ -755,6 +756,7 @@ class SharedPool:
         self._lay = lay
         self._closed = False
         self._v = _shm.PoolView(m.mm, lay, init, lay["ring_capacity"])
+        self._bind_view(self._v)
         self.capacity: int = lay["capacity"]
         self.obj_size: int = lay["obj_size"]
         self.stride: int = lay["stride"]
@@ -815,13 +817,14 @@ class SharedPool:
             self._lock = threading.Lock()
             self._spare, self._mine = [], []
             self._stats = dict.fromkeys(self._stats, 0)
+            self._forked()
 
     # ---- objects ---------------------------------------------------------------
 
-    def get(self) -> int:
-        """One free object's handle (PoolEmptyError when none is left)."""
-        if self._closed or self._gen != _fork_generation:
-            self._check()
+    # get() and put() are _shm.PoolFast's (compiled); these are their slow paths.
+
+    def _get_slow(self) -> int:
+        self._check()
         r = self._v.get(self._slot())
         if r < 0:
             r = self._short(lambda: self._v.get(self._slot()), 1)
@@ -852,10 +855,8 @@ class SharedPool:
                                  f"{self.available} free)")
         return rc
 
-    def put(self, h: SupportsIndex) -> None:
-        """Give object h back to the pool."""
-        if self._closed or self._gen != _fork_generation:
-            self._check()
+    def _put_slow(self, h: SupportsIndex) -> None:
+        self._check()
         h = _one_handle(h)
         rc = self._v.put(self._slot(), h)
         if rc:
@@ -981,7 +982,9 @@ class SharedPool:
         pool-wide census."""
         self._check()
         c = self.census()
-        return {**self._stats, "capacity": self.capacity, "available": c["free"] + sum(c["cached"].values()),
+        fast_gets, fast_puts = self._fast_counts()
+        return {**self._stats, "gets": self._stats["gets"] + fast_gets, "puts": self._stats["puts"] + fast_puts,
+                "capacity": self.capacity, "available": c["free"] + sum(c["cached"].values()),
                 "in_use": self.capacity - c["free"] - sum(c["cached"].values()),
                 "processes": len({pid for _s, pid, *_ in self._v.slots()}),
                 "recovered_total": c["recovered"], "lock_repairs": c["rebuilds"]}
@@ -1018,6 +1021,7 @@ class SharedPool:
                 if spid == pid and s in self._mine:
                     self._v.recover(s, spid, sstart)
         self._closed = True
+        self._unbind_view()
         self._objects = None
         self._local = threading.local()
         self._v.release()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
+import time
 
 import pytest
 
@@ -42,6 +44,16 @@ class HugetlbReservation:
                         f"cannot make exactly {n} free")
         _write_nr(want)
         self.added += want - total
+        deadline = time.monotonic() + 2
+        while _free() < n and time.monotonic() < deadline:
+            # Pages of a mapping still being torn down (a child's exit, a pool
+            # kept by a view until collected) come back shortly: ask again.
+            gc.collect()
+            time.sleep(0.05)
+            total = int(open(NR_HUGEPAGES).read())
+            want = total + n - _free()
+            _write_nr(want)
+            self.added += want - total
         if _free() != n:
             pytest.skip(f"the kernel gave {_free()} free 2 MB hugetlb pages, not the {n} asked for "
                         "(memory too fragmented, or pages in use)")
