@@ -376,6 +376,7 @@ def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, m
                     place: bool = False) -> tuple[_Mapping, dict]:
     if hugepages not in ("auto", "thp", "hugetlb", "none"):
         raise ValueError(f"hugepages must be 'auto', 'thp', 'hugetlb' or 'none', got {hugepages!r}")
+    path: str | None = None
     if name is not None:
         path = _shm_path(name)
         if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
@@ -412,8 +413,8 @@ def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, m
             m.mm[:HEADER_SIZE] = _pack_header(kind, lay_huge, flags, ring_flags).ljust(HEADER_SIZE, b"\0")
             return m, lay_huge
     lay = lay_small
-    if name is None:
-        fd, path = _memfd(kind, False), None
+    if path is None:
+        fd = _memfd(kind, False)
     else:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         os.fchmod(fd, mode)  # the umask must not widen or narrow what the caller asked for
