@@ -473,3 +473,144 @@ cdef class RingView(_Mapped):
             tm_shm_wait_end(&self.ctl.data_waiters)
             PyErr_CheckSignals()
             self._alive()
+
+
+# ---- the per-call hit path: SharedPool.get() and put() in one compiled call ----
+#
+# Each thread finds its slot in a small C thread-local table keyed by the
+# pool's process-unique id; a miss (first call in this thread, more than
+# TM_SHM_TLS_WAYS pools in use by one thread) asks SharedPool._slot(), which
+# claims or finds the thread's lease, and caches the answer.  C thread-local
+# storage starts empty in every new thread, so a thread never inherits a slot
+# from an exited one (even when its pthread_t is reused).  After fork() the
+# child's counter differs from every entry and from the pool's, so the first
+# call goes the slow way, where SharedPool._check() voids the parent's slots.
+
+cdef extern from *:
+    """
+    #include <pthread.h>
+    #include <stdint.h>
+    static unsigned long tm_shm_forks = 0;
+    static void tm_shm__after_fork_child(void) { tm_shm_forks++; }
+    static int tm_shm_install_atfork(void) { return pthread_atfork(NULL, NULL, tm_shm__after_fork_child); }
+    #define TM_SHM_TLS_WAYS 8
+    typedef struct { unsigned long long uid; unsigned long forks; uint32_t slot; } tm_shm_tls_ent;
+    static __thread tm_shm_tls_ent tm_shm_tls[TM_SHM_TLS_WAYS];
+    static __thread unsigned tm_shm_tls_next;
+    /* This thread's slot in pool `uid`, or -1. */
+    static inline long tm_shm_tls_get(unsigned long long uid) {
+        for (int i = 0; i < TM_SHM_TLS_WAYS; i++)
+            if (tm_shm_tls[i].uid == uid && tm_shm_tls[i].forks == tm_shm_forks)
+                return (long)tm_shm_tls[i].slot;
+        return -1;
+    }
+    /* Remember it (round robin over the ways). */
+    static inline void tm_shm_tls_put(unsigned long long uid, uint32_t slot) {
+        tm_shm_tls_ent *e = &tm_shm_tls[tm_shm_tls_next++ % TM_SHM_TLS_WAYS];
+        e->uid = uid;
+        e->forks = tm_shm_forks;
+        e->slot = slot;
+    }
+    """
+    unsigned long tm_shm_forks
+    int tm_shm_install_atfork()
+    long tm_shm_tls_get(unsigned long long uid)
+    void tm_shm_tls_put(unsigned long long uid, uint32_t slot)
+
+from cpython.long cimport PyLong_CheckExact
+from cpython.exc cimport PyErr_Occurred, PyErr_Clear
+
+cdef extern from "Python.h":
+    # Declared without Cython's 'except? -1': an overflow is ours to clear
+    # (the slow path then raises InvalidHandleError, as for any out-of-range handle).
+    long _as_long_noexc "PyLong_AsLong"(object o)
+
+if tm_shm_install_atfork() != 0:
+    raise OSError("pthread_atfork failed: the shared pool cannot track fork()")
+
+cdef unsigned long long _next_uid = 0
+
+
+def fork_count():
+    """How many fork()s this process descends from since the module loaded (0 in the original)."""
+    return tm_shm_forks
+
+
+cdef class PoolFast:
+    """Base of turbomem.shared.SharedPool: get() and put() for one handle
+    without a Python frame on the hit path.  Anything unusual (closed, after
+    a fork, a handle that is not a plain int in range, the pool short, an
+    error code) goes to SharedPool's Python methods, which decide and raise."""
+    cdef PoolView _pv
+    cdef unsigned long long _uid
+    cdef unsigned long _forks_seen
+    cdef bint _open
+    cdef unsigned long long _fast_gets, _fast_puts
+
+    def __cinit__(self, *args, **kwargs):
+        global _next_uid
+        _next_uid += 1
+        self._uid = _next_uid
+        self._open = False
+
+    def _bind_view(self, PoolView v not None):
+        self._pv = v
+        self._forks_seen = tm_shm_forks
+        self._fast_gets = self._fast_puts = 0
+        self._open = True
+
+    def _unbind_view(self):
+        self._open = False
+
+    def _fast_counts(self):
+        """(gets, puts) counted on the compiled path since setup or the last fork."""
+        return self._fast_gets, self._fast_puts
+
+    def _forked(self):
+        """Called by SharedPool._check() in a fork child: count afresh."""
+        self._forks_seen = tm_shm_forks
+        self._fast_gets = self._fast_puts = 0
+
+    cdef inline long _cached_slot(self):
+        return tm_shm_tls_get(self._uid)
+
+    cdef long _slot_slow(self) except -1:
+        cdef long slot = self._slot()  # SharedPool._slot: the thread's lease, claimed if need be
+        tm_shm_tls_put(self._uid, <uint32_t>slot)
+        return slot
+
+    def get(self):
+        """One free object's handle (PoolEmptyError when none is left)."""
+        cdef long s
+        cdef uint32_t h
+        if not self._open or self._forks_seen != tm_shm_forks:
+            return self._get_slow()
+        s = self._cached_slot()
+        if s < 0:
+            s = self._slot_slow()
+        if tm_shm_get_bulk(&self._pv.p, <uint32_t>s, &h, 1) != 0:
+            return self._get_slow()  # nothing was taken: the slow path retries, recovers, raises
+        self._fast_gets += 1
+        return h
+
+    def put(self, h):
+        """Give object h back to the pool."""
+        cdef long s, x
+        cdef uint32_t hv, bad = 0
+        cdef int rc
+        if not self._open or self._forks_seen != tm_shm_forks or not PyLong_CheckExact(h):
+            return self._put_slow(h)
+        x = _as_long_noexc(h)
+        if x == -1 and PyErr_Occurred():
+            PyErr_Clear()
+            return self._put_slow(h)  # too big for a long: the slow path says what is wrong
+        if x < 0 or x > 0xFFFFFFFF:
+            return self._put_slow(h)
+        hv = <uint32_t>x
+        s = self._cached_slot()
+        if s < 0:
+            s = self._slot_slow()
+        rc = tm_shm_put_bulk(&self._pv.p, <uint32_t>s, &hv, 1, &bad)
+        if rc != 0:
+            self._raise_put(rc, hv)
+        self._fast_puts += 1

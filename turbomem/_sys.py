@@ -60,6 +60,9 @@ __all__ = [
     "move_pages_query",
     "getcpu",
     "memory_at",
+    "buffer_address",
+    "pidfd_open",
+    "pidfd_exited",
     "MSG_DONTWAIT",
     "MSG_TRUNC",
     "MSG_WAITFORONE",
@@ -316,6 +319,44 @@ def sched_getaffinity(pid: int = 0) -> set[int]:
         return os.sched_getaffinity(pid)
     except OSError as exc:
         raise OSError(exc.errno, f"sched_getaffinity(pid {pid}): {os.strerror(exc.errno or 0)}") from None
+
+
+# pidfd_open has one number on every architecture (the unified table, Linux 5.3+).
+_NR_PIDFD_OPEN = 434
+_syscall_pidfd_open = _fn("syscall", ctypes.c_long, (ctypes.c_long, ctypes.c_int, ctypes.c_uint))
+
+
+def pidfd_open(pid: int) -> int:
+    """A pidfd (close-on-exec) naming process ``pid`` from now on, even if the
+    pid is reused later.  OSError: ESRCH (ProcessLookupError) when there is no
+    such process, ENOSYS where the kernel has no pidfd_open, EINVAL for a
+    thread that is not a process leader."""
+    if hasattr(os, "pidfd_open"):
+        try:
+            return os.pidfd_open(pid)
+        except OSError as exc:
+            raise OSError(exc.errno, f"pidfd_open({pid}): {os.strerror(exc.errno or 0)}") from None
+    return _check(_syscall_pidfd_open(_NR_PIDFD_OPEN, pid, 0), f"pidfd_open({pid})")
+
+
+def pidfd_exited(fd: int) -> bool:
+    """True once the process behind pidfd ``fd`` has exited (a zombie counts):
+    the kernel makes a pidfd readable then.  Never blocks."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(ev & (select.POLLIN | select.POLLHUP) for _fd, ev in poller.poll(0))
+
+
+def buffer_address(buf) -> int:
+    """The address of a writable buffer's first byte (an mmap, a bytearray);
+    the export is released before returning, so the buffer can still close."""
+    view = ctypes.c_char.from_buffer(buf)
+    try:
+        return ctypes.addressof(view)
+    finally:
+        del view
 
 
 def memory_at(addr: int, size: int) -> memoryview:

@@ -143,15 +143,21 @@ def _validate(nbytes: int, hugepages: str, numa_node: int | None) -> int | None:
         raise OutOfMemoryError(
             f"cannot map {nbytes} bytes: more than the {MAX_REGION_BYTES} byte (128 TiB) user address space"
         )
+    return check_numa_node(numa_node)
+
+
+def check_numa_node(numa_node: object) -> int | None:
+    """``None``, or an existing node number as an int (numpy ints too; bools
+    refused: TypeError); a node that does not exist: NumaError."""
     if numa_node is None:
         return None
     if not is_integer_scalar(numa_node):
         raise TypeError(f"numa_node must be an int or None, got {type(numa_node).__name__}")
-    numa_node = operator.index(numa_node)  # numpy ints work like ints
+    node = operator.index(numa_node)  # type: ignore[arg-type]  # numpy ints work like ints
     nodes = numa.node_ids()
-    if numa_node not in nodes:
-        raise NumaError(f"NUMA node {numa_node} does not exist; nodes on this machine: {nodes}")
-    return numa_node
+    if node not in nodes:
+        raise NumaError(f"NUMA node {node} does not exist; nodes on this machine: {nodes}")
+    return node
 
 
 def _out_of_memory(size: int, exc: OSError, what: str) -> OutOfMemoryError:

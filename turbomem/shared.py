@@ -23,6 +23,7 @@ size.  Anything else raises :class:`~turbomem.errors.SharedFormatError`.
 
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 import numbers
@@ -38,10 +39,12 @@ from typing import Any, SupportsIndex
 import numpy as np
 import numpy.typing as npt
 
-from . import _shm, procfs
+from . import _shm, _sys, procfs, smaps
 from .errors import (
     DoubleFreeError,
+    HugePageError,
     InvalidHandleError,
+    OutOfMemoryError,
     PoolClosedError,
     PoolEmptyError,
     RingBusyError,
@@ -125,7 +128,12 @@ def pool_layout(capacity: int, obj_size: int, cache_size: int, max_slots: int, n
     lay["ring_stride"] = _up(_shm.RINGCTL_SIZE + ring_bytes, CACHE_LINE) if nrings else 0
     lay["off_rings"] = off
     off += lay["ring_stride"] * nrings
-    lay["off_objects"] = _up(off, page_size)
+    # Objects start on a 4 KB boundary whatever the page size: on hugetlb the
+    # whole mapping is 2 MB pages anyway, and a 2 MB boundary here would cost
+    # a whole extra huge page for every small pool.  Only the total must be a
+    # multiple of the page size (ftruncate and mmap of a hugetlb file refuse
+    # anything else).
+    lay["off_objects"] = _up(off, PAGE)
     lay["objects_size"] = stride * capacity
     lay["total_size"] = _up(lay["off_objects"] + lay["objects_size"], page_size)
     return lay
@@ -238,6 +246,10 @@ class _Mapping:
         self.name: str | None = name
         self.backing: str = backing
         self.reason: str = reason
+        self.requested: str = "attached"  # the hugepages= the creator passed; set by it
+        self.numa_node: int | None = None
+        self.numa_status: str = "attached: the creator placed the pages (page_nodes says where)"
+        self.populate: str = "no (attached)"
         self._mm: mmap.mmap | None = mmap.mmap(fd, size, flags=mmap.MAP_SHARED,
                                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
         if backing != "hugetlb" and hasattr(mmap, "MADV_HUGEPAGE"):
@@ -263,64 +275,161 @@ class _Mapping:
             self.fd = -1
 
 
-def _choose_backing(hugepages: str, name: str | None, pages_2m: int) -> tuple[str, str]:
-    """('hugetlb' | 'shmem', why)."""
+_SHMEM_THP_MODES = ("always", "within_size", "advise", "force")
+
+
+def _choose_backing(hugepages: str, name: str | None, pages_2m: int,
+                    numa_node: int | None = None) -> tuple[str, str]:
+    """('hugetlb' | 'shmem', why) for a mapping of pages_2m 2 MB pages.
+
+    'auto' takes hugetlb pages for an anonymous pool when enough are free and
+    4 KB (or shmem THP) pages otherwise, saying why; 'hugetlb' and 'thp'
+    insist, as Pool's do, and raise HugePageError saying what is missing."""
     shmem = procfs.shmem_thp_mode()
-    thp_note = (f"shmem_enabled={shmem}: shared memory gets 4 KB pages (transparent huge pages for "
-                "shared memory are off)" if shmem in ("never", "deny", "unavailable") else
-                f"shmem_enabled={shmem}: transparent huge pages possible for shared memory")
+    thp_ok = shmem in _SHMEM_THP_MODES
+    thp_note = (f"shmem_enabled={shmem}: transparent huge pages possible for shared memory" if thp_ok else
+                f"shmem_enabled={shmem}: shared memory gets 4 KB pages (transparent huge pages for "
+                "shared memory are off)")
     if hugepages == "none":
         return "shmem", "hugepages='none' requested; " + thp_note
+    if hugepages == "thp":
+        if not thp_ok:
+            raise HugePageError(errno.EOPNOTSUPP, f"hugepages='thp' needs transparent huge pages for shared "
+                                f"memory, but {procfs.THP_DIR / 'shmem_enabled'} is {shmem!r}; use "
+                                "hugepages='auto' to accept 4 KB pages, or 'hugetlb'")
+        return "shmem", "hugepages='thp' requested; " + thp_note
+    if name is not None:
+        if hugepages == "hugetlb":
+            raise HugePageError(errno.EINVAL, _NAMED_NO_HUGETLB + "; create it with name=None (memfd "
+                                "MFD_HUGETLB) and hand it to other processes through multiprocessing or "
+                                "pickle (the descriptor travels)")
+        return "shmem", f"no hugetlb ({_NAMED_NO_HUGETLB}); {thp_note}"
     free = _hugetlb_pages_free()
-    if name is None and hugepages in ("auto", "hugetlb") and free >= pages_2m:
+    if numa_node is not None and len(procfs.node_ids()) > 1:
+        # Bound to one node, the pages must be free there (the global count
+        # would promise pages the binding cannot use).
+        node_free = procfs.hugetlb_node_free(numa_node)
+        if node_free is not None:
+            free = min(free, node_free)
+    if free >= pages_2m:
         return "hugetlb", f"memfd MFD_HUGETLB: {free} free 2 MB hugetlb pages, {pages_2m} needed"
-    why = ("a named pool lives in /dev/shm (tmpfs), which cannot hold hugetlb pages"
-           if name is not None else f"{free} free 2 MB hugetlb pages, {pages_2m} needed")
-    return "shmem", f"no hugetlb ({why}); {thp_note}"
+    if hugepages == "hugetlb":
+        pool = procfs.hugetlb_pool()
+        raise HugePageError(errno.ENOMEM, f"hugepages='hugetlb': {pages_2m} free 2 MB hugetlb pages needed, "
+                            f"{free} free ({pool.total} configured, {pool.reserved} reserved by other "
+                            f"mappings); reserve more as root with: echo {pool.total + pages_2m - free} > "
+                            "/proc/sys/vm/nr_hugepages")
+    return "shmem", f"no hugetlb ({free} free 2 MB hugetlb pages, {pages_2m} needed); {thp_note}"
+
+
+# Why a named pool never gets hugetlb pages (docs/shared.md, "Huge pages").
+_NAMED_NO_HUGETLB = ("a named pool is a file in /dev/shm (tmpfs), which cannot hold hugetlb pages, "
+                     "and a memfd has no name another process could open")
+
+
+def _memfd(kind: int, huge: bool) -> int:
+    flags = os.MFD_CLOEXEC | (os.MFD_HUGETLB if huge else 0)
+    return os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", flags)
+
+
+class _Placement:
+    """What memory._bind_numa reads and writes (a Region's NUMA fields)."""
+
+    def __init__(self, addr: int, size: int) -> None:
+        self.addr, self.size = addr, size
+        self.numa_node: int | None = None
+        self.numa_status = "not bound"
+
+
+def _place(m: _Mapping, explicit_node: int | None) -> None:
+    """Bind the fresh mapping to a node (mbind MPOL_BIND before the first
+    touch, as Pool does) and fault every page in now.  Populating is what
+    makes the binding hold for a shared mapping: a tmpfs file keeps the policy
+    for every process (shared policy), but a hugetlb mapping's policy is this
+    process's alone, so the pages must be allocated here, not at some other
+    process's first touch.  It also turns a full /dev/shm or a hugetlb
+    shortage into an exception now instead of a SIGBUS later."""
+    from . import memory
+
+    addr = _sys.buffer_address(m.mm)
+    pl = _Placement(addr, m.size)
+    memory._bind_numa(pl, explicit_node)  # type: ignore[arg-type]  # duck-types Region's NUMA fields
+    m.numa_node, m.numa_status = pl.numa_node, pl.numa_status
+    try:
+        _sys.madvise(addr, m.size, _sys.MADV_POPULATE_WRITE, advice_name="MADV_POPULATE_WRITE")
+        m.populate = "MADV_POPULATE_WRITE"
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # kernel older than 5.14: touch one byte per page
+            page = HUGE_2M if m.backing == "hugetlb" else PAGE
+            m.mm[::page] = bytes(len(range(0, m.size, page)))
+            m.populate = "touch"
+            return
+        if exc.errno in (errno.ENOMEM, errno.EFAULT, errno.ENOSPC):
+            raise OutOfMemoryError(f"populating the shared mapping of {m.size} bytes ({m.backing}"
+                                   f"{', bound to node %d' % m.numa_node if m.numa_node is not None else ''}) "
+                                   f"failed: {exc.strerror} (/dev/shm full, or no pages on the node)") from exc
+        raise
 
 
 def _create_mapping(kind: int, lay_for_page, name: str | None, hugepages: str, mode: int,
-                    flags: int, ring_flags: int) -> tuple[_Mapping, dict]:
+                    flags: int, ring_flags: int, numa_node: int | None = None,
+                    place: bool = False) -> tuple[_Mapping, dict]:
     if hugepages not in ("auto", "thp", "hugetlb", "none"):
         raise ValueError(f"hugepages must be 'auto', 'thp', 'hugetlb' or 'none', got {hugepages!r}")
-    lay_small = lay_for_page(PAGE)
-    backing, reason = _choose_backing(hugepages, name, _up(lay_small["total_size"], HUGE_2M) // HUGE_2M)
-    lay = lay_for_page(HUGE_2M) if backing == "hugetlb" else lay_small
-    if name is None:
-        mfd_flags = os.MFD_CLOEXEC | (os.MFD_HUGETLB if backing == "hugetlb" else 0)
-        try:
-            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", mfd_flags)
-        except OSError as exc:
-            if backing != "hugetlb":
-                raise
-            backing, reason = "shmem", f"memfd MFD_HUGETLB failed ({exc.strerror}); 4 KB pages"
-            lay = lay_small
-            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", os.MFD_CLOEXEC)
-        path = None
-    else:
+    path: str | None = None
+    if name is not None:
+        path = _shm_path(name)
         if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits in [0, 0o777], got {mode!r}")
-        path = _shm_path(name)
+    lay_small, lay_huge = lay_for_page(PAGE), lay_for_page(HUGE_2M)
+    # The page count comes from the hugetlb layout itself (its total is what
+    # ftruncate and mmap will ask the kernel for).
+    backing, reason = _choose_backing(hugepages, name, lay_huge["total_size"] // HUGE_2M, numa_node)
+    if backing == "hugetlb":
+        fd = -1
+        try:
+            fd = _memfd(kind, True)
+            # ftruncate sets the size only (a multiple of 2 MB, or EINVAL); the
+            # pages are reserved at mmap time: ENOMEM there, never SIGBUS later.
+            os.ftruncate(fd, lay_huge["total_size"])
+            m = _Mapping(fd, lay_huge["total_size"], None, backing, reason)
+            m.requested = hugepages
+            if place:
+                try:
+                    _place(m, numa_node)
+                except BaseException:
+                    m.close()
+                    fd = -1
+                    raise
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            why = (f"memfd MFD_HUGETLB of {lay_huge['total_size']} bytes refused ({exc.strerror}: the free "
+                   "2 MB pages went to another mapping, or the kernel has no hugetlb memfd)")
+            if hugepages == "hugetlb":
+                raise HugePageError(exc.errno or errno.ENOMEM, "hugepages='hugetlb': " + why) from exc
+            backing, reason = "shmem", why + "; 4 KB pages"
+        else:
+            m.mm[:HEADER_SIZE] = _pack_header(kind, lay_huge, flags, ring_flags).ljust(HEADER_SIZE, b"\0")
+            return m, lay_huge
+    lay = lay_small
+    if path is None:
+        fd = _memfd(kind, False)
+    else:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         os.fchmod(fd, mode)  # the umask must not widen or narrow what the caller asked for
-    if backing == "hugetlb":
-        try:  # hugetlb pages are reserved at mmap time: ENOMEM here, never SIGBUS later
-            os.ftruncate(fd, lay["total_size"])
-            m = _Mapping(fd, lay["total_size"], name, backing, reason)
-        except OSError as exc:
-            os.close(fd)
-            lay = lay_small
-            backing, reason = "shmem", (f"memfd MFD_HUGETLB could not be mapped ({exc.strerror}: the free "
-                                        "2 MB pages went to someone else); 4 KB pages")
-            fd = os.memfd_create(f"turbomem-{KIND_NAMES[kind]}", os.MFD_CLOEXEC)
-        else:
-            m.mm[:HEADER_SIZE] = _pack_header(kind, lay, flags, ring_flags).ljust(HEADER_SIZE, b"\0")
-            return m, lay
     try:
         os.ftruncate(fd, lay["total_size"])
         m = _Mapping(fd, lay["total_size"], name, backing, reason)
+        m.requested = hugepages
+        fd = -1  # m owns it now
+        if place:
+            _place(m, numa_node)
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+        else:
+            m.close()
         if path:
             os.unlink(path)
         raise
@@ -355,8 +464,19 @@ def _attach_mapping(fd: int, kind: int, what: str, owned_name: str | None) -> tu
             raise _bad(what, f"belongs to uid {st.st_uid}, not to this user ({os.geteuid()})")
         raw = os.pread(fd, _HEADER.size + _CHECKSUM.size, 0) if st.st_size else b""
         vals = parse_header(raw, st.st_size, kind, what)
-        m = _Mapping(fd, vals["total_size"], owned_name,
-                     "hugetlb" if vals["page_size"] == HUGE_2M else "shmem", "attached")
+        huge = vals["page_size"] == HUGE_2M
+        m = _Mapping(fd, vals["total_size"], owned_name, "hugetlb" if huge else "shmem",
+                     "attached: the creator chose the backing" +
+                     (" (its header says 2 MB hugetlb pages)" if huge else " (its header says 4 KB pages)"))
+        # Map the creator's pages into this process now (they exist: the
+        # creator populated them), so page_nodes can say where they are and
+        # the first use here takes no page faults.
+        try:
+            _sys.madvise(_sys.buffer_address(m.mm), m.size, _sys.MADV_POPULATE_WRITE,
+                         advice_name="MADV_POPULATE_WRITE")
+            m.populate = "MADV_POPULATE_WRITE (attached)"
+        except OSError as exc:
+            m.populate = f"no (attached; MADV_POPULATE_WRITE: {_sys.errno_name(exc.errno or 0)})"
     except BaseException:
         os.close(fd)
         raise
@@ -364,20 +484,38 @@ def _attach_mapping(fd: int, kind: int, what: str, owned_name: str | None) -> tu
 
 
 def hugepage_report(m: _Mapping, address: int) -> dict[str, Any]:
-    """What the mapping got, measured in /proc/self/smaps, and why."""
+    """What the mapping got, measured in /proc/self/smaps, and why.
+
+    ``page_size`` is the kernel's page size for the mapping (smaps
+    KernelPageSize); ``hugetlb`` says smaps shows a hugetlb VMA (every byte of
+    it is on 2 MB pages, reserved at mmap time), ``hugetlb_faulted`` how much
+    of it is touched (Shared_Hugetlb); ``huge_bytes`` counts bytes on huge
+    pages of either kind (hugetlb, or shmem THP: ShmemPmdMapped)."""
     maps = procfs.mappings_for(address, address + m.size)
-    huge = sum(mp.fields.get("ShmemPmdMapped", 0) + mp.fields.get("FilePmdMapped", 0) +
-               mp.fields.get("Shared_Hugetlb", 0) + mp.fields.get("Private_Hugetlb", 0) for mp in maps)
+    hugetlb = bool(maps) and all(mp.is_hugetlb for mp in maps)
+    faulted = sum(mp.fields.get("Shared_Hugetlb", 0) + mp.fields.get("Private_Hugetlb", 0) for mp in maps)
+    if hugetlb:
+        huge = sum(min(mp.end, address + m.size) - max(mp.start, address) for mp in maps)
+    else:
+        huge = sum(mp.fields.get("ShmemPmdMapped", 0) + mp.fields.get("FilePmdMapped", 0) for mp in maps)
     kernel_page = max((mp.fields.get("KernelPageSize", 0) for mp in maps), default=0)
     page = kernel_page or (HUGE_2M if m.backing == "hugetlb" else PAGE)
     return {"backing": ("memfd" if m.name is None else "/dev/shm file") +
                        (" MFD_HUGETLB" if m.backing == "hugetlb" else ""),
+            "requested": m.requested,
             "page_size": page,
+            "hugetlb": hugetlb,
+            "hugetlb_pages": m.size // HUGE_2M if hugetlb else 0,
+            "hugetlb_faulted": faulted,
             "huge_bytes": huge,
             "smaps_found": bool(maps),
             "size": m.size,
             "shmem_enabled": procfs.shmem_thp_mode(),
-            "reason": m.reason}
+            "reason": m.reason,
+            "numa_node": m.numa_node,
+            "numa_status": m.numa_status,
+            "page_nodes": smaps.page_nodes(address, m.size, page),
+            "populate": m.populate}
 
 
 def _validate_timeout(timeout) -> float | None:
@@ -475,29 +613,72 @@ def _me() -> tuple[int, int]:
     return os.getpid(), (st.start_time if st else 0)
 
 
-def _is_alive(pid: int, start: int) -> bool:
-    """pid still names the process that claimed the slot (kill(pid, 0), not a
-    zombie, same start time)."""
+def _liveness(pid: int, start: int) -> tuple[bool, str]:
+    """Whether pid still names the process that claimed a slot, and how that
+    was decided.
+
+    With a pidfd (Linux 5.3+): open one for pid, then read the start time;
+    the pidfd pins the process it was opened on, and a matching start time
+    means that process is the slot's owner (pids are unique among processes
+    that exist, zombies included), so polling the pidfd (readable once the
+    process has exited, zombie or reaped) answers for the owner itself, with
+    no window in which the pid could be recycled between the checks.  A
+    different start time means the pid was reused: the owner is dead.
+    Without pidfd_open (ENOSYS, or seccomp's EPERM): kill(pid, 0), the state
+    letter from /proc/PID/stat (Z, X: dead) and the same start-time guard.
+    start == 0 is a slot still being claimed: judged by the pid alone."""
     if pid <= 0:
-        return False
+        return False, "no pid"
+    try:
+        fd = _sys.pidfd_open(pid)
+    except ProcessLookupError:
+        return False, "pidfd: no such process"
+    except OSError:
+        return _liveness_by_kill(pid, start)
+    try:
+        st = procfs.process_state(pid)
+        if st is None:
+            return False, "pidfd: no such process"
+        if start and st.start_time != start:
+            return False, f"pidfd: pid reused (start time {st.start_time}, the slot's owner started at {start})"
+        if _sys.pidfd_exited(fd):
+            return False, "pidfd: exited"
+        return True, "pidfd: running"
+    finally:
+        os.close(fd)
+
+
+def _liveness_by_kill(pid: int, start: int) -> tuple[bool, str]:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return False, "kill(0): no such process"
     except PermissionError:
-        pass
+        pass  # exists, belongs to someone else
     st = procfs.process_state(pid)
     if st is None or st.state in ("Z", "X", "x"):
-        return False
-    return start == 0 or st.start_time == start
+        return False, "kill(0): exited"
+    if start and st.start_time != start:
+        return False, f"kill(0): pid reused (start time {st.start_time}, the slot's owner started at {start})"
+    return True, "kill(0): running"
 
 
-class SharedPool:
+def _is_alive(pid: int, start: int) -> bool:
+    """pid still names the process that claimed the slot (see _liveness)."""
+    return _liveness(pid, start)[0]
+
+
+class SharedPool(_shm.PoolFast):
     """A fixed-size object pool in one shared mapping, usable from several
     processes at once and recovered when one of them dies.
 
     ``SharedPool(obj_size, capacity, *, name=None, cache_size=None (32), rings=0,
-    ring_capacity=1024, max_slots=64, hugepages="auto", mode=0o600)``
+    ring_capacity=1024, max_slots=64, hugepages="auto", mode=0o600, numa_node=None)``
+
+    ``numa_node``: as Pool's (None: the calling thread's node); the creator
+    binds the mapping there before the first touch and faults every page in,
+    so the pages stay there whichever process touches them first.
+    ``hugepage_report()`` says where they are (``page_nodes``).
 
     name=None: an anonymous memfd (pass the pool to children through
     multiprocessing: it sends the descriptor).  A name creates
@@ -510,7 +691,10 @@ class SharedPool:
 
     def __init__(self, obj_size: int, capacity: int, *, name: str | None = None, cache_size: int | None = None,
                  rings: int = 0, ring_capacity: int = 1024, max_slots: int = 64, hugepages: str = "auto",
-                 mode: int = 0o600) -> None:
+                 mode: int = 0o600, numa_node: int | None = None) -> None:
+        from .memory import check_numa_node
+
+        node = check_numa_node(numa_node)
         if cache_size is None:
             cache_size = min(32, capacity) if isinstance(capacity, int) and capacity > 0 else 0
         for key, v, lo, hi in (("capacity", capacity, 1, MAX_CAPACITY),
@@ -532,7 +716,7 @@ class SharedPool:
             KIND_POOL,
             lambda page: pool_layout(int(capacity), int(obj_size), int(cache_size), int(max_slots),
                                      int(rings), ring_capacity, page),
-            name, hugepages, mode, 0, 0)
+            name, hugepages, mode, 0, 0, node, place=True)
         try:
             self._setup(m, lay, init=True)
         except BaseException:
@@ -561,6 +745,7 @@ class SharedPool:
                     raise _bad(what or "pool", f"ring {r}'s geometry disagrees with the header (corrupt)")
         except BaseException:
             self._closed = True
+            self._unbind_view()
             if getattr(self, "_v", None) is not None:
                 self._v.release()
             m.close()
@@ -572,6 +757,7 @@ class SharedPool:
         self._lay = lay
         self._closed = False
         self._v = _shm.PoolView(m.mm, lay, init, lay["ring_capacity"])
+        self._bind_view(self._v)
         self.capacity: int = lay["capacity"]
         self.obj_size: int = lay["obj_size"]
         self.stride: int = lay["stride"]
@@ -632,13 +818,14 @@ class SharedPool:
             self._lock = threading.Lock()
             self._spare, self._mine = [], []
             self._stats = dict.fromkeys(self._stats, 0)
+            self._forked()
 
     # ---- objects ---------------------------------------------------------------
 
-    def get(self) -> int:
-        """One free object's handle (PoolEmptyError when none is left)."""
-        if self._closed or self._gen != _fork_generation:
-            self._check()
+    # get() and put() are _shm.PoolFast's (compiled); these are their slow paths.
+
+    def _get_slow(self) -> int:
+        self._check()
         r = self._v.get(self._slot())
         if r < 0:
             r = self._short(lambda: self._v.get(self._slot()), 1)
@@ -669,10 +856,8 @@ class SharedPool:
                                  f"{self.available} free)")
         return rc
 
-    def put(self, h: SupportsIndex) -> None:
-        """Give object h back to the pool."""
-        if self._closed or self._gen != _fork_generation:
-            self._check()
+    def _put_slow(self, h: SupportsIndex) -> None:
+        self._check()
         h = _one_handle(h)
         rc = self._v.put(self._slot(), h)
         if rc:
@@ -798,7 +983,9 @@ class SharedPool:
         pool-wide census."""
         self._check()
         c = self.census()
-        return {**self._stats, "capacity": self.capacity, "available": c["free"] + sum(c["cached"].values()),
+        fast_gets, fast_puts = self._fast_counts()
+        return {**self._stats, "gets": self._stats["gets"] + fast_gets, "puts": self._stats["puts"] + fast_puts,
+                "capacity": self.capacity, "available": c["free"] + sum(c["cached"].values()),
                 "in_use": self.capacity - c["free"] - sum(c["cached"].values()),
                 "processes": len({pid for _s, pid, *_ in self._v.slots()}),
                 "recovered_total": c["recovered"], "lock_repairs": c["rebuilds"]}
@@ -835,6 +1022,7 @@ class SharedPool:
                 if spid == pid and s in self._mine:
                     self._v.recover(s, spid, sstart)
         self._closed = True
+        self._unbind_view()
         self._objects = None
         self._local = threading.local()
         self._v.release()

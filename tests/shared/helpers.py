@@ -76,3 +76,29 @@ def idle_consumer(ring, out):
     v = ring.get(timeout=30)
     ru = resource.getrusage(resource.RUSAGE_SELF)
     out.put((v, ru.ru_utime + ru.ru_stime))
+
+
+def _hugetlb_facts(pool):
+    from turbomem import procfs
+
+    rep = pool.hugepage_report()
+    addr = pool._v.address()
+    vmas = procfs.mappings_for(addr, addr + rep["size"])
+    return {"hugetlb": rep["hugetlb"], "page_size": rep["page_size"],
+            "smaps_ht": bool(vmas) and all("ht" in v.vmflags for v in vmas)}
+
+
+def hugetlb_child(pool, q, out):
+    """Report what the pool passed as an argument and the one passed through
+    a Queue look like in this process; read two handles from ring 0, write
+    0x5A5A into them and put them back."""
+    res = {"arg": _hugetlb_facts(pool)}
+    other = q.get(timeout=30)
+    res["queue"] = _hugetlb_facts(other)
+    other.close()
+    hs = pool.ring(0).dequeue_burst(2, timeout=30)
+    res["read"] = [int.from_bytes(pool.view(h)[:8], "little") for h in hs]
+    for h in hs:
+        pool.view(h)[:8] = (0x5A5A).to_bytes(8, "little")
+    pool.put_bulk(hs)
+    out.put(res)

@@ -238,18 +238,6 @@ def test_close_gives_back_what_this_process_held():
         p.unlink()
 
 
-def test_hugetlb_memfd_when_pages_are_free():
-    free = procfs.hugetlb_pool()
-    if free.free - free.reserved < 2:
-        pytest.skip(f"no free 2 MB hugetlb pages here ({free})")
-    with sh.SharedPool(2048, 100) as p:
-        h = p.get()
-        p.view(h)[:2] = b"hi"
-        rep = p.hugepage_report()
-        assert "MFD_HUGETLB" in rep["backing"] and rep["page_size"] == 2 << 20
-        p.put(h)
-
-
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_memfd_pool_sent_through_a_queue(method):
     from .helpers import pool_from_queue
@@ -270,21 +258,26 @@ def test_memfd_pool_sent_through_a_queue(method):
         assert p.available == 16
 
 
-def test_hugetlb_without_pages_falls_back_and_says_why(monkeypatch):
-    """Pretend the free-page count said yes: the kernel then refuses the
-    MFD_HUGETLB mapping (no pages), and the pool falls back to 4 KB pages."""
+def test_hugetlb_without_pages_falls_back_and_says_why(monkeypatch, hugetlb_lock):
+    """Pretend the free-page count said yes: the kernel then really refuses the
+    MFD_HUGETLB mapping (no pages); 'auto' falls back to 4 KB pages and says
+    so, 'hugetlb' raises."""
+    from turbomem.errors import HugePageError
+
     free = procfs.hugetlb_pool()
-    if free.free - free.reserved > 64:
+    need = sh.pool_layout(2000, 2048, 32, 64, 0, 0, 2 << 20)["total_size"] // (2 << 20)
+    if free.free - free.reserved >= need:
         pytest.skip("enough hugetlb pages are free here: the fallback cannot be provoked")
     monkeypatch.setattr(sh, "_hugetlb_pages_free", lambda: 10**6)
-    with sh.SharedPool(2048, 2000) as p:  # ~4 MB: more than the free pages
+    with sh.SharedPool(2048, 2000) as p:
         h = p.get()
         p.view(h)[:2] = b"ok"
         rep = p.hugepage_report()
-        assert rep["page_size"] == 4096 or "MFD_HUGETLB" in rep["backing"]
-        if rep["page_size"] == 4096:
-            assert "could not" in rep["reason"] or "failed" in rep["reason"]
+        assert rep["page_size"] == 4096 and not rep["hugetlb"]
+        assert "MFD_HUGETLB of" in rep["reason"] and "refused" in rep["reason"]
         p.put(h)
+    with pytest.raises(HugePageError, match="refused"):
+        sh.SharedPool(2048, 2000, hugepages="hugetlb")
 
 
 @pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "1", True])
