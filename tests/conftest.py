@@ -6,6 +6,7 @@ what makes ``support`` and ``cy.checks`` importable from the subfolders.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -38,3 +39,30 @@ def pool(request):
     yield p
     assert p.available == p.capacity, "a handle leaked"
     p.close()
+
+
+# The 2 MB hugetlb pool is one per machine.  A test that changes nr_hugepages
+# (the `hugetlb_lock` fixture, tests/shared) holds this lock alone; every other
+# test holds it shared, so that while pages are reserved for one test no other
+# test takes them (an anonymous SharedPool with hugepages="auto" would) or reads
+# counts that are about to change.  A file lock: pytest -n runs tests in
+# several processes (and several suites may run on one machine).
+HUGETLB_LOCK_PATH = "/tmp/turbomem-nr_hugepages.lock"
+
+
+@pytest.fixture
+def hugetlb_lock():
+    """Hold the hugetlb lock alone for the test (no other test runs meanwhile)."""
+    with open(HUGETLB_LOCK_PATH, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _hugetlb_lock_shared(request):
+    if "hugetlb_lock" in request.fixturenames:  # it holds the lock alone
+        yield
+        return
+    with open(HUGETLB_LOCK_PATH, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import os
 import time
@@ -12,9 +11,6 @@ import pytest
 from turbomem import procfs
 
 NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
-# Every test that changes nr_hugepages takes this lock first (pytest -n runs
-# tests in parallel processes; two read-modify-writes must not interleave).
-LOCK_PATH = "/tmp/turbomem-nr_hugepages.lock"
 
 
 def _free() -> int:
@@ -66,17 +62,9 @@ class HugetlbReservation:
 
 
 @pytest.fixture
-def hugetlb_lock():
-    """Hold the nr_hugepages lock: no other test of this suite changes the
-    hugetlb pool while the test runs (for tests that depend on its counts)."""
-    with open(LOCK_PATH, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-@pytest.fixture
 def hugetlb(hugetlb_lock):
-    """A HugetlbReservation; skips unless root can write nr_hugepages."""
+    """A HugetlbReservation; skips unless root can write nr_hugepages.  Holds
+    the hugetlb lock alone (tests/conftest.py): no other test runs meanwhile."""
     if os.geteuid() != 0:
         pytest.skip("reserving hugetlb pages needs root (/proc/sys/vm/nr_hugepages)")
     if procfs.hugetlb_pool().source == "unavailable" or not os.path.exists(NR_HUGEPAGES):
