@@ -175,16 +175,14 @@ STRESS_CASES = [
 ]
 
 
-@pytest.mark.parametrize("threads,cap,cache,ops,hold,bulk", STRESS_CASES)
-def test_nogil_mixed_stress(stress, threads, cap, cache, ops, hold, bulk):
-    """>= 10**7 operations in all (oversubscribed on 2 cores on purpose).  Odd
-    threads call through the cache they looked up once (pool_cache_*), even
-    ones through pool_get/put."""
-    p = tm.Pool(64, cap, cache_size=cache, populate=False, stats=True)
+def _run_mixed_stress(stress, p, threads, kwargs_of):
+    """tmstress.mixed_stress in `threads` threads at once (kwargs_of(i) for
+    thread i); checks that no handle had two holders, no call failed
+    unexpectedly, and every get was put back.  Returns the per-thread counters."""
     results = [None] * threads
 
     def run(i):
-        results[i] = stress.mixed_stress(p, ops, 1000 * threads + i, hold, bulk, cached=bool(i & 1))
+        results[i] = stress.mixed_stress(p, **kwargs_of(i))
 
     ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
     for t in ts:
@@ -194,8 +192,18 @@ def test_nogil_mixed_stress(stress, threads, cap, cache, ops, hold, bulk):
     assert all(r is not None for r in results)
     assert sum(r["token_errors"] for r in results) == 0, "two threads held one handle"
     assert sum(r["unexpected"] for r in results) == 0, results
-    assert sum(r["gets"] for r in results) == sum(r["puts"] for r in results)
-    assert sum(r["gets"] for r in results) > 0
+    assert sum(r["gets"] for r in results) == sum(r["puts"] for r in results) > 0
+    return results
+
+
+@pytest.mark.parametrize("threads,cap,cache,ops,hold,bulk", STRESS_CASES)
+def test_nogil_mixed_stress(stress, threads, cap, cache, ops, hold, bulk):
+    """>= 10**7 operations in all (oversubscribed on 2 cores on purpose).  Odd
+    threads call through the cache they looked up once (pool_cache_*), even
+    ones through pool_get/put."""
+    p = tm.Pool(64, cap, cache_size=cache, populate=False, stats=True)
+    results = _run_mixed_stress(stress, p, threads, lambda i: dict(
+        ops=ops, seed=1000 * threads + i, max_hold=hold, max_bulk=bulk, cached=bool(i & 1)))
     st = p.stats()
     assert st["gets"] == st["puts"] == sum(r["gets"] for r in results)
     assert_accounting(p, [])
@@ -229,22 +237,8 @@ def test_nogil_mixed_stress_inline_hit_path(stress, checked):
     """The same without statistics, so that the inline hit paths run (a pool
     that keeps statistics takes the compiled paths), in both modes; half the
     threads pass the cache they looked up once."""
-    threads = 4
     p = tm.Pool(64, 2048, cache_size=64, populate=False, checked=checked)
-    results = [None] * threads
-
-    def run(i):
-        results[i] = stress.mixed_stress(p, 300_000, 77 + i, 128, 48, failing=checked,
-                                         cached=bool(i & 1))
-
-    ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert all(r is not None for r in results)
-    assert sum(r["token_errors"] for r in results) == 0, "two threads held one handle"
-    assert sum(r["unexpected"] for r in results) == 0, results
-    assert sum(r["gets"] for r in results) == sum(r["puts"] for r in results) > 0
+    _run_mixed_stress(stress, p, 4, lambda i: dict(ops=300_000, seed=77 + i, max_hold=128, max_bulk=48,
+                                                   failing=checked, cached=bool(i & 1)))
     assert_accounting(p, [])
     p.close()

@@ -139,8 +139,9 @@ def _numpy_empty(_state, bulk):
     return run
 
 
-def _cython_cimport(pool, bulk):
-    """The same work from Cython code that cimports the nogil API (no GIL held)."""
+def _cython_cimport(pool, bulk, cached=False):
+    """The same work from Cython code that cimports the nogil API (no GIL held);
+    `cached`: through the thread's cache looked up once (pool_thread_cache)."""
     from pathlib import Path
 
     from turbomem.cybuild import build_and_import
@@ -148,21 +149,12 @@ def _cython_cimport(pool, bulk):
     mod = build_and_import("cimport_bench", Path(__file__).resolve().parent / "cimport_bench.pyx")
 
     def run(iters):
-        mod.get_put(pool, iters, bulk)
+        mod.get_put(pool, iters, bulk, cached)
     return run
 
 
 def _cython_cimport_cached(pool, bulk):
-    """The same, through the thread's cache looked up once (pool_thread_cache)."""
-    from pathlib import Path
-
-    from turbomem.cybuild import build_and_import
-
-    mod = build_and_import("cimport_bench", Path(__file__).resolve().parent / "cimport_bench.pyx")
-
-    def run(iters):
-        mod.get_put_cached(pool, iters, bulk)
-    return run
+    return _cython_cimport(pool, bulk, cached=True)
 
 
 def _buffers():
