@@ -24,3 +24,36 @@ def maps_count() -> int:
     """Mappings in /proc/self/maps, read directly (not through turbomem) for leak checks."""
     with open("/proc/self/maps") as maps:
         return sum(1 for _ in maps)
+
+
+def in_child(fn) -> int:
+    """Run fn() in a forked child; its exit status (0 ok, 1 assertion, 2 other)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            fn()
+        except AssertionError:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def park(pool, k, parked, release, out=None):
+    """Fill this thread's cache with k objects (get k, put them back), record
+    the pool's cached count in `out` if given, set `parked`, then block on
+    `release` (a thread idle in no pool call, its cache full)."""
+    hs = [pool.get() for _ in range(k)]
+    for h in hs:
+        pool.put(h)
+    if out is not None:
+        out.append(pool.stats()["cached"])
+    parked.set()
+    release.wait(30)

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import turbomem as tm
+from support import in_child, park
 from turbomem.errors import DoubleFreeError, InvalidHandleError, PoolEmptyError, TurbomemError
 
 MODES = [pytest.param(True, id="checked"), pytest.param(False, id="unchecked")]
@@ -47,25 +48,6 @@ def drain_exact(pool, held=()):
     if got:
         pool.put_bulk(got)
     assert pool.available == cap - len(held)
-
-
-def _in_child(fn) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            fn()
-        except AssertionError:
-            import traceback
-            traceback.print_exc()
-            code = 1
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-            code = 2
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 # ------------------------------------------------------------ the choice ---
@@ -172,14 +154,6 @@ def test_bulk_sizes_all_or_nothing(checked, cache, n):
 
 # ------------------------------------------------------------ guarantees ---
 
-def _park(pool, k, parked, release):
-    hs = [pool.get() for _ in range(k)]
-    for h in hs:
-        pool.put(h)
-    parked.set()
-    release.wait(30)
-
-
 @pytest.mark.parametrize("checked", MODES)
 @pytest.mark.parametrize("cache,bulk", [(1, False), (8, True), (256, False), (256, True), (512, True)])
 def test_no_get_fails_while_objects_idle_in_other_caches(checked, cache, bulk):
@@ -187,7 +161,7 @@ def test_no_get_fails_while_objects_idle_in_other_caches(checked, cache, bulk):
     p = tm.Pool(16, cap, cache_size=cache, checked=checked, populate=False)
     release = threading.Event()
     evs = [threading.Event() for _ in range(3)]
-    ts = [threading.Thread(target=_park, args=(p, cache, e, release)) for e in evs]
+    ts = [threading.Thread(target=park, args=(p, cache, e, release)) for e in evs]
     for t in ts:
         t.start()
     try:
@@ -239,7 +213,7 @@ def test_fork_child_holds_every_free_object_once(checked):
     p = tm.Pool(16, 1000, cache_size=256, checked=checked, populate=False)
     release = threading.Event()
     evs = [threading.Event() for _ in range(3)]
-    ts = [threading.Thread(target=_park, args=(p, 200, e, release)) for e in evs]
+    ts = [threading.Thread(target=park, args=(p, 200, e, release)) for e in evs]
     for t in ts:
         t.start()
     assert all(e.wait(30) for e in evs)
@@ -252,7 +226,7 @@ def test_fork_child_holds_every_free_object_once(checked):
         drain_exact(p)
 
     try:
-        assert _in_child(child) == 0
+        assert in_child(child) == 0
         assert p.in_use == 100
     finally:
         release.set()
@@ -293,7 +267,7 @@ def test_fork_while_threads_churn_nogil(checked, cache):
     bad = []
     try:
         for i in range(40):
-            rc = _in_child(child)
+            rc = in_child(child)
             if rc:
                 bad.append((i, rc))
     finally:

@@ -10,43 +10,16 @@ import numpy as np
 import pytest
 
 import turbomem as tm
+from support import in_child, park
 from cy.checks import assert_accounting
 from cy.tmstress_build import load_stress
-
-
-def _in_child(fn) -> int:
-    """Run fn() in a forked child; its exit status (0 ok, 1 assertion, 2 other)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            fn()
-        except AssertionError:
-            import traceback
-            traceback.print_exc()
-            code = 1
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-            code = 2
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
-def _park(pool, k, parked, release):
-    hs = [pool.get() for _ in range(k)]
-    for h in hs:
-        pool.put(h)
-    parked.set()
-    release.wait(30)
 
 
 def test_child_reclaims_caches_of_threads_that_do_not_exist():
     p = tm.Pool(16, 1000, cache_size=256, populate=False)
     release = threading.Event()
     evs = [threading.Event() for _ in range(3)]
-    ts = [threading.Thread(target=_park, args=(p, 256, e, release)) for e in evs]
+    ts = [threading.Thread(target=park, args=(p, 256, e, release)) for e in evs]
     for t in ts:
         t.start()
     assert all(e.wait(30) for e in evs)
@@ -62,7 +35,7 @@ def test_child_reclaims_caches_of_threads_that_do_not_exist():
         assert len(set(more.tolist())) == 1000
 
     try:
-        assert _in_child(child) == 0
+        assert in_child(child) == 0
         assert p.in_use == 100  # the parent is unaffected
         assert_accounting(p, held)
     finally:
@@ -83,7 +56,7 @@ def test_child_writes_do_not_reach_parent():
         p.put(h)
         assert p.available == 10
 
-    assert _in_child(child) == 0
+    assert in_child(child) == 0
     assert bytes(p.view(h)[:4]) == b"PRNT"
     assert p.is_in_use(h) and p.available == 9
     p.put(h)
@@ -157,7 +130,7 @@ def test_fork_while_threads_are_inside_bulk_calls():
     bad = []
     try:
         for i in range(150):
-            rc = _in_child(child)
+            rc = in_child(child)
             if rc:
                 bad.append((i, rc))
     finally:
@@ -177,7 +150,7 @@ def test_fork_debug_pool_child_gets_are_clean():
     def child():
         assert_accounting(p, hs[20:].tolist())
 
-    assert _in_child(child) == 0
+    assert in_child(child) == 0
     p.put_bulk(hs[20:])
     assert_accounting(p, [])
     p.close()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import turbomem as tm
+from support import park
 from cy.checks import assert_accounting
 from cy.tmstress_build import load_stress
 
@@ -18,23 +19,12 @@ def stress():
     return load_stress()
 
 
-def _park(pool, k, parked, release, out=None):
-    """Fill this thread's cache with k objects, then block on `release`."""
-    hs = [pool.get() for _ in range(k)]
-    for h in hs:
-        pool.put(h)
-    if out is not None:
-        out.append(pool.stats()["cached"])
-    parked.set()
-    release.wait(30)
-
-
 @pytest.mark.parametrize("cache_size", [1, 8, 256, 512])
 def test_steal_from_blocked_thread_single_gets(cache_size):
     cap = 1024
     p = tm.Pool(16, cap, cache_size=cache_size, populate=False)
     parked, release, seen = threading.Event(), threading.Event(), []
-    a = threading.Thread(target=_park, args=(p, cache_size, parked, release, seen))
+    a = threading.Thread(target=park, args=(p, cache_size, parked, release, seen))
     a.start()
     try:
         assert parked.wait(30)
@@ -59,7 +49,7 @@ def test_steal_get_bulk_everything_from_several_blocked_threads(n_parkers):
     p = tm.Pool(16, cap, cache_size=512, populate=False)
     release = threading.Event()
     events = [threading.Event() for _ in range(n_parkers)]
-    ts = [threading.Thread(target=_park, args=(p, 512, e, release)) for e in events]
+    ts = [threading.Thread(target=park, args=(p, 512, e, release)) for e in events]
     for t in ts:
         t.start()
     try:
@@ -218,7 +208,7 @@ def test_get_never_fails_while_objects_parked(stress):
     """A nogil get/put loop in B, with A's cache holding most of a tiny pool."""
     p = tm.Pool(16, 64, cache_size=32, populate=False)
     parked, release = threading.Event(), threading.Event()
-    a = threading.Thread(target=_park, args=(p, 32, parked, release))
+    a = threading.Thread(target=park, args=(p, 32, parked, release))
     a.start()
     try:
         assert parked.wait(30)
