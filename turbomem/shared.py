@@ -33,7 +33,7 @@ import stat
 import struct
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, SupportsIndex
 
 import numpy as np
@@ -564,13 +564,13 @@ def _one_handle(h) -> int:
 def _rebuild_pool(name, dupfd):
     if name is not None:
         return SharedPool.attach(name)
-    return SharedPool._attach_fd(dupfd.detach(), None)
+    return _attach_fd(SharedPool, dupfd.detach(), None)
 
 
 def _rebuild_ring(name, dupfd):
     if name is not None:
         return SharedRing.attach(name)
-    return SharedRing._attach_fd(dupfd.detach(), None)
+    return _attach_fd(SharedRing, dupfd.detach(), None)
 
 
 def _reduce_fd(obj):
@@ -668,6 +668,48 @@ def _is_alive(pid: int, start: int) -> bool:
     return _liveness(pid, start)[0]
 
 
+
+# ---- creating and attaching (one way for pools and rings) ----------------------
+
+def _finish_create(m: _Mapping, name: str | None, setup: Callable[[], None]) -> None:
+    """Build the creator's view of the fresh mapping m (setup), then mark it
+    ready for attachers; on failure close it and remove the name."""
+    try:
+        setup()
+    except BaseException:
+        m.close()
+        if name:
+            os.unlink(_shm_path(name))
+        raise
+    _mark_ready(m)
+
+
+def _ring_geometry(capacity: int, flags: int) -> tuple[int, int, int, int]:
+    """(size, mask, capacity, flags) that ring.h stores for a ring of `capacity`."""
+    size = 1 if capacity == 1 else 1 << (capacity - 1).bit_length()
+    return size, size - 1, capacity, flags
+
+
+def _attach_named(cls: Any, name: str) -> Any:
+    path = _shm_path(name)
+    return _attach_fd(cls, _open_checked(path), name, path)
+
+
+def _attach_fd(cls: Any, fd: int, name: str | None, what: str | None = None) -> Any:
+    """A cls (SharedPool or SharedRing) over the mapping of fd, validated:
+    the header by _attach_mapping, the structures by cls._attach_setup."""
+    what = what or f"descriptor {fd}"
+    m, vals = _attach_mapping(fd, cls._KIND, what, name)
+    self = cls.__new__(cls)
+    try:
+        self._attach_setup(m, vals, what)
+    except BaseException:
+        self._abandon()
+        m.close()
+        raise
+    return self
+
+
 class SharedPool(_shm.PoolFast):
     """A fixed-size object pool in one shared mapping, usable from several
     processes at once and recovered when one of them dies.
@@ -717,40 +759,27 @@ class SharedPool(_shm.PoolFast):
             lambda page: pool_layout(int(capacity), int(obj_size), int(cache_size), int(max_slots),
                                      int(rings), ring_capacity, page),
             name, hugepages, mode, 0, 0, node, place=True)
-        try:
-            self._setup(m, lay, init=True)
-        except BaseException:
-            m.close()
-            if name:
-                os.unlink(_shm_path(name))
-            raise
-        _mark_ready(m)
+        _finish_create(m, name, lambda: self._setup(m, lay, init=True))
+
+    _KIND = KIND_POOL
 
     @classmethod
     def attach(cls, name: str) -> SharedPool:
         """Attach to the pool another process created with ``name``."""
-        path = _shm_path(name)
-        return cls._attach_fd(_open_checked(path), name, path)
+        return _attach_named(cls, name)
 
-    @classmethod
-    def _attach_fd(cls, fd: int, name: str | None, what: str | None = None) -> SharedPool:
-        m, vals = _attach_mapping(fd, KIND_POOL, what or f"descriptor {fd}", name)
-        self = cls.__new__(cls)
-        try:
-            self._setup(m, vals, init=False)
-            for r in range(vals["nrings"]):
-                cap = vals["ring_capacity"]
-                size = 1 if cap == 1 else 1 << (cap - 1).bit_length()
-                if self._v.ring_fields(r) != (size, size - 1, cap, RING_FLAG_SP | RING_FLAG_SC):
-                    raise _bad(what or "pool", f"ring {r}'s geometry disagrees with the header (corrupt)")
-        except BaseException:
-            self._closed = True
-            self._unbind_view()
-            if getattr(self, "_v", None) is not None:
-                self._v.release()
-            m.close()
-            raise
-        return self
+    def _attach_setup(self, m: _Mapping, vals: dict, what: str) -> None:
+        self._setup(m, vals, init=False)
+        cap = vals["ring_capacity"]
+        for r in range(vals["nrings"]):
+            if self._v.ring_fields(r) != _ring_geometry(cap, RING_FLAG_SP | RING_FLAG_SC):
+                raise _bad(what, f"ring {r}'s geometry disagrees with the header (corrupt)")
+
+    def _abandon(self) -> None:
+        self._closed = True
+        self._unbind_view()
+        if getattr(self, "_v", None) is not None:
+            self._v.release()
 
     def _setup(self, m: _Mapping, lay: dict, init: bool) -> None:
         self._m = m
@@ -1145,37 +1174,23 @@ class SharedRing:
         flags = (RING_FLAG_SP if single_producer else 0) | (RING_FLAG_SC if single_consumer else 0)
         m, lay = _create_mapping(KIND_RING, lambda page: ring_layout(int(capacity), page), name, "none",
                                  mode, 0, flags)
-        try:
-            self._setup(m, lay, flags, init=True)
-        except BaseException:
-            m.close()
-            if name:
-                os.unlink(_shm_path(name))
-            raise
-        _mark_ready(m)
+        _finish_create(m, name, lambda: self._setup(m, lay, flags, init=True))
+
+    _KIND = KIND_RING
 
     @classmethod
     def attach(cls, name: str) -> SharedRing:
         """Open the named ring /dev/shm/turbomem.NAME created by another process."""
-        path = _shm_path(name)
-        return cls._attach_fd(_open_checked(path), name, path)
+        return _attach_named(cls, name)
 
-    @classmethod
-    def _attach_fd(cls, fd, name, what=None) -> SharedRing:
-        m, vals = _attach_mapping(fd, KIND_RING, what or f"descriptor {fd}", name)
-        self = cls.__new__(cls)
-        try:
-            self._setup(m, vals, vals["ring_flags"], init=False)
-            cap = vals["capacity"]
-            size = 1 if cap == 1 else 1 << (cap - 1).bit_length()
-            if self._v.fields() != (size, size - 1, cap, vals["ring_flags"]):
-                raise _bad(what or "ring", "ring geometry disagrees with the header (corrupt)")
-        except BaseException:
-            if getattr(self, "_v", None) is not None:
-                self._v.release()
-            m.close()
-            raise
-        return self
+    def _attach_setup(self, m: _Mapping, vals: dict, what: str) -> None:
+        self._setup(m, vals, vals["ring_flags"], init=False)
+        if self._v.fields() != _ring_geometry(vals["capacity"], vals["ring_flags"]):
+            raise _bad(what, "ring geometry disagrees with the header (corrupt)")
+
+    def _abandon(self) -> None:
+        if getattr(self, "_v", None) is not None:
+            self._v.release()
 
     capacity: int
 
