@@ -4,15 +4,19 @@
  * Magazines 0..NM-1, each M slots (mag[m*M + i]).  Two tagged stacks of
  * magazine indices, `full` and `empty`, share one link array (a magazine is
  * on at most one stack: stack.h's protocol, modelled as in stack.pml).  Each
- * thread has a cache (up to M objects) and a `spare` empty magazine, as in
- * pool.c:
+ * thread has a cache (up to REFILLS * M objects) and keeps up to SPARES empty
+ * magazines (`spares`, TM_CACHE_SPARES in cache.h), as in pool.c:
  *   refill: pop full -> copy its M slots out, one at a time (memcpy is not
- *           atomic) -> keep the magazine as spare, or push it on `empty`;
- *   flush:  take the spare, or pop `empty` -> write M slots -> push on `full`.
+ *           atomic) -> keep the magazine as a spare, or push it on `empty`;
+ *   flush:  take a spare, or pop `empty` -> write M slots -> push on `full`.
+ * Each round refills up to REFILLS times, then flushes everything, so a
+ * thread holds several magazines' worth and several spares at once (with
+ * SPARES < REFILLS it also pushes on `empty` after keeping a spare).
  * Checked: an object is never in two threads' hands at once (ghost `holder`),
  * and at the end every object is in exactly one full magazine, every
  * magazine on exactly one stack (spares returned).
  *
+ * Sizes (-D): THREADS (2), REFILLS magazines a round (2), SPARES kept (1).
  * Variants (-D):  (none)        the protocol as shipped: must hold
  *                 UNTAGGED      CAS on the index only (ABA): must FAIL
  *                 RECYCLE_EARLY push the emptied magazine before copying its
@@ -26,6 +30,12 @@
 #define THREADS 2
 #endif
 #define ROUNDS 2
+#ifndef REFILLS
+#define REFILLS 2
+#endif
+#ifndef SPARES
+#define SPARES 1
+#endif
 
 byte mag[NM * M];
 byte nxt[NM];
@@ -82,50 +92,56 @@ inline push(which, idx) {
 }
 
 proctype worker(byte me) {
-    byte otag, otop, below, m, spare = NIL, i, o, r, n = 0;
-    byte cache[M];
+    byte otag, otop, below, m, i, o, r, k, n = 0, ns = 0;
+    byte cache[REFILLS * M];
+    byte spares[SPARES];
     bool ok;
     for (r : 1 .. ROUNDS) {
-        /* refill */
-        pop(0, m);
-        if
-        :: m != NIL ->
+        /* refill, up to REFILLS magazines */
+        for (k : 1 .. REFILLS) {
+            pop(0, m);
+            if
+            :: m != NIL ->
 #ifdef RECYCLE_EARLY
-            push(1, m);
+                push(1, m);
 #endif
-            for (i : 0 .. M - 1) {
-                o = mag[m * M + i];
-                atomic { assert(holder[o] == 0); holder[o] = me + 1 };
-                cache[i] = o
-            }
-            n = M;
+                for (i : 0 .. M - 1) {
+                    o = mag[m * M + i];
+                    atomic { assert(holder[o] == 0); holder[o] = me + 1 };
+                    cache[n + i] = o
+                }
+                n = n + M;
 #ifndef RECYCLE_EARLY
-            if
-            :: spare == NIL -> spare = m
-            :: else -> push(1, m)
-            fi
+                if
+                :: ns < SPARES -> spares[ns] = m; ns++
+                :: else -> push(1, m)
+                fi
 #endif
-        :: else -> skip
-        fi;
-        /* flush whatever the cache holds (a whole magazine here) */
-        if
-        :: n == M ->
+            :: else -> skip
+            fi
+        }
+        /* flush whatever the cache holds, a magazine at a time from the top */
+        do
+        :: n == 0 -> break
+        :: else ->
             if
-            :: spare != NIL -> m = spare; spare = NIL
+            :: ns > 0 -> ns--; m = spares[ns]
             :: else -> pop(1, m)
             fi;
             assert(m != NIL);        /* NM > NOBJ / M: an empty one always exists */
+            n = n - M;
             for (i : 0 .. M - 1) {
-                o = cache[i];
+                o = cache[n + i];
                 atomic { assert(holder[o] == me + 1); holder[o] = 0 };
                 mag[m * M + i] = o
             }
-            n = 0;
             push(0, m)
-        :: else -> skip
-        fi
+        od
     }
-    if :: spare != NIL -> push(1, spare) :: else -> skip fi;
+    do                                   /* a drained cache gives its spares back */
+    :: ns > 0 -> ns--; push(1, spares[ns])
+    :: else -> break
+    od;
     done++
 }
 

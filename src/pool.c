@@ -6,9 +6,11 @@
  *   - a depot of magazines: `full` and `empty` are tagged stacks (stack.h) of
  *     magazine indices; a full magazine holds exactly mag_size handles.  A
  *     flush or refill moves one magazine: one CAS and one memcpy, never a walk
- *     of per-object links.  Each cache keeps one empty magazine as a `spare`,
- *     so alternating flushes and refills cost one CAS each (the other half of
- *     the swap stays in the thread);
+ *     of per-object links.  Each cache keeps up to TM_CACHE_SPARES empty
+ *     magazines (`spares`): a refill keeps the magazine it emptied, a flush
+ *     fills a kept one, so a thread that cycles up to that many magazines
+ *     out and back touches only the `full` stack: one CAS per magazine moved
+ *     (the `empty` stack was the second contended line on two threads);
  *   - a tagged stack of single handles (`objects`): single gets and puts of
  *     a cache-less pool (its bulk calls use magazines of TM_NOCACHE_MAG), and
  *     remainders (a drained cache whose length is not a multiple of mag_size,
@@ -17,7 +19,9 @@
  *   Every free object is in exactly one place: a cache, a full magazine, or
  *   the objects stack.  nmags = capacity / mag_size + TM_SPARE_MAGS, so a
  *   flush finds an empty magazine unless many caches hold spares; if none is
- *   left it falls back to the objects stack (correct, slower).
+ *   left it falls back to the objects stack (correct, slower).  Spares are
+ *   buffers, not objects: a drained cache (thread exit, fork child, steal)
+ *   gives them back to `empty`.
  *
  * WHY NOTHING IS LOST OR DUPLICATED
  *   A magazine index is on at most one of full/empty, or owned by exactly one
@@ -51,7 +55,8 @@
 
 #include "turbomem/pool.h"
 
-#define TM_SPARE_MAGS 16u
+/* Empty magazines beyond capacity / mag_size: room for 16 caches full of spares. */
+#define TM_SPARE_MAGS (16u * TM_CACHE_SPARES)
 #define TM_NOCACHE_MAG 32u
 
 #define TM_NET_ADD_(c, d) TM_NET_ADD(c, d)
@@ -154,21 +159,19 @@ static inline uint32_t *tm_mag_(tm_pool_t *p, uint32_t m) {
     return p->mags + (size_t)m * p->mag_size;
 }
 
-/* An empty magazine: the cache's spare, else one from the depot, else TM_NIL. */
+/* An empty magazine: one of the cache's spares, else one from the depot,
+ * else TM_NIL. */
 static uint32_t tm_take_empty_(tm_pool_t *p, tm_cache_t *c, uint32_t *retries) {
     uint32_t m;
-    if (c && c->spare != TM_NIL) {
-        m = c->spare;
-        c->spare = TM_NIL;
-        return m;
-    }
+    if (c && c->nspares)
+        return c->spares[--c->nspares];
     return tm_stack_pop(&p->empty, &m, retries) ? m : TM_NIL;
 }
 
-/* A magazine just emptied: keep it as the spare, or give it back. */
+/* A magazine just emptied: keep it as a spare, or give it back. */
 static void tm_keep_empty_(tm_pool_t *p, tm_cache_t *c, uint32_t m, uint32_t *retries) {
-    if (c && c->spare == TM_NIL)
-        c->spare = m;
+    if (c && c->nspares < TM_CACHE_SPARES)
+        c->spares[c->nspares++] = m;
     else
         *retries += tm_stack_push(&p->empty, m);
 }
@@ -226,18 +229,16 @@ static int tm_shared_get_(tm_pool_t *p, tm_cache_t *c, uint32_t *out, uint32_t n
 
 /* ---- cache <-> shared level (owner inside a call, or claimant) ------------ */
 
-/* Everything in c to the shared level.  Returns the objects moved.  The spare
- * goes back too, so a drained cache holds nothing of the pool's. */
+/* Everything in c to the shared level.  Returns the objects moved.  The
+ * spares go back too, so a drained cache holds nothing of the pool's. */
 static uint32_t tm_cache_drain_(tm_pool_t *p, tm_cache_t *c, uint32_t *retries) {
     uint32_t len = c->len;
     if (len) {
         tm_shared_put_(p, c, c->objs, len, retries);
         TM_SET_LEN(c, 0);
     }
-    if (c->spare != TM_NIL) {
-        *retries += tm_stack_push(&p->empty, c->spare);
-        c->spare = TM_NIL;
-    }
+    while (c->nspares)
+        *retries += tm_stack_push(&p->empty, c->spares[--c->nspares]);
     return len;
 }
 
@@ -300,7 +301,7 @@ static tm_cache_t *tm_cache_new_(tm_pool_t *p) {
     c->stats = (p->flags & TM_POOL_STATS) != 0;
     c->fast = tm_fast_kind_(p, c);
     c->state = p->state;
-    c->spare = TM_NIL;
+    c->nspares = 0;
     return c;
 }
 

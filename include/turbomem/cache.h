@@ -2,7 +2,7 @@
  *
  * CONCURRENCY CONTRACT
  *   A cache has one OWNER: the thread whose slot it belongs to (pool.h).  Only
- *   the owner calls tm_cache_enter/exit and works on len/objs/spare inside a
+ *   the owner calls tm_cache_enter/exit and works on len/objs/spares inside a
  *   call.  One CLAIMANT at a time (serialised by the pool's steal_lock: a
  *   stealer, or the fork prepare handler) may raise `steal` and, if the owner
  *   is not inside a call, take over the whole cache until it lowers `steal`.
@@ -32,7 +32,7 @@
  *
  * MEMORY ORDERING
  *   in_call = 0 on exit: RELEASE, pairs with the claimant's SEQ_CST (acquire)
- *     load of in_call, so the claimant sees the owner's last len/objs/spare.
+ *     load of in_call, so the claimant sees the owner's last len/objs/spares.
  *   steal = 0 after a claim: RELEASE, pairs with the owner's ACQUIRE load of
  *     steal on entry, so the owner sees what the claimant wrote (len = 0).
  *   len: written by the owner (or a claimant holding the cache) with RELAXED
@@ -48,6 +48,8 @@
 #include "arch.h"
 
 #define TM_CACHE_MAX 512u
+/* Empty magazines a cache keeps for its next flushes (src/pool.c). */
+#define TM_CACHE_SPARES 4u
 
 typedef struct tm_cache {
     /* First line: everything the hit path reads or writes. */
@@ -61,7 +63,7 @@ typedef struct tm_cache {
     uint8_t stats;      /* TM_POOL_STATS: keep per-call counters */
     uint8_t pad0_;
     uint8_t *state;     /* checked mode: the pool's per-object bytes; NULL unchecked */
-    uint32_t spare;     /* an empty magazine kept for the next flush, or TM_NIL */
+    uint32_t nspares;   /* empty magazines kept for the next flushes: spares[0..nspares) */
     uint32_t pad1_;
     /* Objects this thread took from the shared level minus those it gave
      * back; changes only on slow paths.  in_use = sum(net - len) + shared. */
@@ -70,6 +72,7 @@ typedef struct tm_cache {
     uint64_t gets, puts;       /* objects handed out / taken back */
     uint64_t hits, misses;     /* calls served by the cache alone / not */
     uint64_t cas_retries;      /* failed CAS attempts on the shared level */
+    uint32_t spares[TM_CACHE_SPARES]; /* slow paths only (same line as the counters) */
     /* A claimant holds this cache.  On its own line, away from in_call:
      * loading it right after storing in_call in the same line cost the hit
      * path 1.5 ns per get+put (tests/c `make bench`: 4.45 -> 3.0 ns). */
