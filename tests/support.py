@@ -57,3 +57,22 @@ def park(pool, k, parked, release, out=None):
         out.append(pool.stats()["cached"])
     parked.set()
     release.wait(30)
+
+
+def fork_during(threads, stop, child, times):
+    """Start `threads` (they run until stop[0] is set), fork `times` children
+    that each run child() (in_child), then stop and join the threads.  Returns
+    (fork number, exit status) for every child that failed."""
+    for t in threads:
+        t.start()
+    bad = []
+    try:
+        for i in range(times):
+            rc = in_child(child)
+            if rc:
+                bad.append((i, rc))
+    finally:
+        stop[0] = 1
+        for t in threads:
+            t.join()
+    return bad

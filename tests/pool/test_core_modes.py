@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import turbomem as tm
-from support import in_child, park
+from support import fork_during, in_child, park
 from turbomem.errors import DoubleFreeError, InvalidHandleError, PoolEmptyError, TurbomemError
 
 MODES = [pytest.param(True, id="checked"), pytest.param(False, id="unchecked")]
@@ -253,8 +253,6 @@ def test_fork_while_threads_churn_nogil(checked, cache):
     p = tm.Pool(64, 2048, cache_size=cache, checked=checked, populate=False)
     stop = np.zeros(1, np.uint8)
     ts = [threading.Thread(target=stress.bulk_churn_until, args=(p, stop, 300, i + 1)) for i in range(2)]
-    for t in ts:
-        t.start()
 
     def child():
         avail = p.available
@@ -263,16 +261,7 @@ def test_fork_while_threads_churn_nogil(checked, cache):
         assert n == avail, (n, avail)
         assert p.stats()["cached"] <= avail
 
-    bad = []
-    try:
-        for i in range(40):
-            rc = in_child(child)
-            if rc:
-                bad.append((i, rc))
-    finally:
-        stop[0] = 1
-        for t in ts:
-            t.join()
+    bad = fork_during(ts, stop, child, 40)
     assert not bad, bad
     drain_exact(p)
     p.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import turbomem as tm
-from support import in_child, park
+from support import fork_during, in_child, park
 from cy.checks import assert_accounting
 from cy.tmstress_build import load_stress
 
@@ -107,8 +107,6 @@ def test_fork_while_threads_are_inside_bulk_calls():
     p = tm.Pool(64, cap, cache_size=8, populate=False)
     stop = np.zeros(1, np.uint8)
     ts = [threading.Thread(target=stress.bulk_churn_until, args=(p, stop, 4, i + 1)) for i in range(2)]
-    for t in ts:
-        t.start()
 
     def child():
         avail = p.available
@@ -126,16 +124,7 @@ def test_fork_while_threads_are_inside_bulk_calls():
         p.put_bulk(got)
         assert p.available == avail
 
-    bad = []
-    try:
-        for i in range(150):
-            rc = in_child(child)
-            if rc:
-                bad.append((i, rc))
-    finally:
-        stop[0] = 1
-        for t in ts:
-            t.join()
+    bad = fork_during(ts, stop, child, 150)
     assert not bad, bad
     assert_accounting(p, [])
     p.close()
