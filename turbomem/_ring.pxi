@@ -102,6 +102,15 @@ cdef inline int _waiter_wait(_Waiter *w) noexcept nogil:
     return WAIT_AGAIN
 
 
+cdef object _closed_producer_error(Ring ring, uint32_t enqueued):
+    """PoolClosedError for a waiting producer: ``.enqueued`` says how many of
+    its handles went in (0 when the ring was closed before the call), so a
+    producer always learns it, whenever close() came."""
+    err = _closed_error(ring)
+    err.enqueued = enqueued
+    return err
+
+
 cdef class Ring:
     """A lock-free bounded FIFO of uint32 handles (DPDK rte_ring style).
 
@@ -240,9 +249,11 @@ cdef class Ring:
         """Add one handle, waiting (without the GIL) while the ring is full.
 
         Returns False if timeout seconds passed first; None waits forever.
-        PoolClosedError if the ring is (or gets) closed before it went in."""
+        PoolClosedError (``.enqueued`` 0) if the ring is (or gets) closed
+        before it went in."""
         timeout = _checks.check_timeout(timeout)
-        self._check()
+        if self._closed:
+            raise _closed_producer_error(self, 0)
         cdef long long v = _to_handle(h)
         if v < 0:
             raise InvalidHandleError(f"handle {h!r} is not a uint32")
@@ -270,9 +281,7 @@ cdef class Ring:
         finally:
             self._leave_wait()
         if not ok and self._closed:
-            err = _closed_error(self)
-            err.enqueued = 0
-            raise err
+            raise _closed_producer_error(self, 0)
         return bool(ok)
 
     def dequeue_wait(self, timeout=None):
@@ -337,11 +346,12 @@ cdef class Ring:
         """Add all handles, waiting (without the GIL) for room as needed;
         returns how many went in before the timeout (all of them without one).
 
-        If close() or a signal (Ctrl-C) ends the wait, the exception carries
-        ``.enqueued``: the handles ``handles[:enqueued]`` are in the ring,
-        the rest are still the caller's."""
+        If close() (before the call too) or a signal (Ctrl-C) ends the wait,
+        the exception carries ``.enqueued``: the handles ``handles[:enqueued]``
+        are in the ring, the rest are still the caller's."""
         timeout = _checks.check_timeout(timeout)
-        self._check()
+        if self._closed:
+            raise _closed_producer_error(self, 0)
         cdef cnp.ndarray arr = _handle_array(handles, 1 << 32)
         cdef const uint32_t *data = <const uint32_t *>cnp.PyArray_DATA(arr)
         cdef uint32_t count = <uint32_t>cnp.PyArray_DIM(arr, 0)
@@ -370,7 +380,7 @@ cdef class Ring:
                 PyErr_CheckSignals()
                 why = WAIT_AGAIN
             if done < count and self._closed:
-                raise _closed_error(self)
+                raise _closed_producer_error(self, done)
         except BaseException as err:
             try:
                 err.enqueued = done

@@ -185,6 +185,21 @@ def test_producer_stopped_by_close_learns_how_many_went_in():
     assert [100] + rest.tolist() == items[:enqueued].tolist()  # nothing lost, nothing duplicated
 
 
+def test_producer_calling_a_ring_already_closed_learns_none_went_in():
+    """close() before the call (a producer thread that starts late) is the same
+    story as close() during it: PoolClosedError with .enqueued, here 0."""
+    r = tm.Ring(4)
+    r.enqueue(7)
+    r.close()
+    for call in (lambda: r.enqueue_burst_wait(np.arange(3, dtype=np.uint32)),
+                 lambda: r.enqueue_burst_wait(np.arange(3, dtype=np.uint32), timeout=0),
+                 lambda: r.enqueue_wait(5), lambda: r.enqueue_wait(5, timeout=1)):
+        with pytest.raises(tm.PoolClosedError) as info:
+            call()
+        assert info.value.enqueued == 0
+    assert r.dequeue_burst(16).tolist() == [7]
+
+
 def test_consumer_waiting_on_a_ring_closed_with_contents_gets_them():
     r = tm.Ring(4)
     got = []
