@@ -3,34 +3,77 @@
  *
  * Everything in the mapping is described by offsets (the header, written and
  * validated by turbomem/shared.py); each process builds its own tm_shm_pool_t
- * of pointers from them.  Nothing in the mapping is a pointer.
+ * of pointers from them, with the geometry taken from the validated header,
+ * never re-read from the mapping.  Nothing in the mapping is a pointer.
+ *
+ * The design is the in-process core's (pool.h, src/pool.c): per-thread caches
+ * over a depot of magazines.  What changes is that any process may be
+ * SIGKILLed between any two instructions, so every structure is built such
+ * that a survivor can always tell where each object is and finish or undo the
+ * dead process's half-done step.  No lock anywhere: a dead process holds
+ * nothing that others wait for.
  *
  * OWNERSHIP (the single source of truth for crash recovery)
  *   owner[h] says where object h is:
- *     TM_OWN_FREE          on the shared free array (changes only under the lock)
+ *     TM_OWN_MAG(m)        in magazine m (m on a depot stack, or owned by a slot)
  *     TM_OWN_CACHED(s)     in the cache of slot s (a thread of some process)
  *     TM_OWN_HELD(s)       handed to the user of slot s
  *     TM_OWN_RING(r, s)    enqueued (or being enqueued) on pool ring r by slot s
- *   A slot is one thread of one process: slots[s].pid/tid say which.
- *   Every transition out of HELD/RING is a CAS on owner[h] with the observed
- *   value as expected value, so a live process and a recoverer racing for the
- *   same object never both win.
+ *   A slot is one thread of one process: slots[s].own/tid say which.
+ *   Objects marked MAG/CACHED are free ("available").  Every transition out of
+ *   HELD/RING is a CAS on owner[h] with the observed value as expected value,
+ *   so a live process and a recoverer racing for the same object never both
+ *   win.  MAG(m) and CACHED(s) objects change only by their owner's plain
+ *   stores (the owner of m, or slot s), or by the recoverer of a dead owner.
+ *   The lists (cache arrays, magazine contents and counts) are hints that the
+ *   owner keeps exact while it lives; recovery ignores them and trusts owner[].
  *
- * THE SHARED LEVEL is a free array under a process-shared ROBUST mutex.  The
- *   invariant "owner[h] == FREE  <=>  h is on the free array" holds whenever the
- *   lock is free; a holder killed in the middle leaves the lock EOWNERDEAD and
- *   the next locker rebuilds the array from owner[] (tm_shm__rebuild): the
- *   owner word is the commit point of every step, so a kill between any two
- *   steps is repaired.  (Why a lock and not the core's lock-free stack: a
- *   process killed between the read of a stack head and its CAS, or between a
- *   successful pop and the record of who got the object, leaves an object
- *   that no survivor can place; the robust lock turns "killed anywhere" into
- *   one well-defined repair.  The hit path - the per-slot cache - takes no
- *   lock and no atomic RMW on gets.)
+ * THE DEPOT: magazines of mag_size handles, each on one of three lock-free
+ *   stacks - FULL (count == mag_size), PART (0 < count < mag_size), EMPTY -
+ *   or owned by one slot between its pop and its push.  mags[m].state says
+ *   which: ON(k) or OWNED(s), with a sequence number bumped by every change.
+ *   A cache refill pops a magazine, moves its handles into the cache (marking
+ *   each CACHED(s)) and pushes it on EMPTY; a flush pops an empty (or partial)
+ *   one, moves handles in (marking each MAG(m)) and pushes it on FULL/PART.
+ *   nmags = ceil(capacity / mag_size) + max_slots + 2: a slot owns at most one
+ *   magazine at a time, so whenever a flush looks, EMPTY or PART holds one
+ *   (all the others full would be more objects than the pool has).
+ *
+ * KILL-SAFE STACKS: THE OPERATION IS WRITTEN INTO THE HEAD
+ *   A Treiber stack's pop is "read head, CAS head to next": a process killed
+ *   after that CAS took a magazine and told nobody.  Here the head word is
+ *   [tag:32 | op:2 | slot:12 | top+1:18], and every push and pop is two CASes
+ *   on it, with the state change in between:
+ *     pop:   CAS head (NONE, m)      -> (POP, s, m)    claims m for slot s
+ *            CAS mags[m].state ON(k) -> OWNED(s)
+ *            CAS head (POP, s, m)    -> (NONE, next[m])
+ *     push:  next[m] = top; CAS head (NONE, top) -> (PUSH, s, m)
+ *            CAS mags[m].state OWNED(s) -> ON(k)
+ *            CAS head (PUSH, s, m)   -> (NONE, m)
+ *   Whoever reads a head with an operation in it finishes that operation
+ *   (tm_shm__help) before its own, so the stack stays lock-free, and a kill
+ *   at any point leaves either nothing done, or a claim anyone completes:
+ *   the magazine's state always names its place, which is what recovery
+ *   reads.  A helper changes the state only if, after reading it, the head
+ *   still holds the operation (so the state it read is the one from before
+ *   the operation), and only by a CAS from exactly that value: states carry a
+ *   sequence bumped by every change, so a helper that stalls past the
+ *   operation's end fails its CAS instead of re-applying it.
+ *   ABA: every head CAS stores tag + 1, and state changes bump seq, so a stale
+ *   CAS needs 2^32 changes of one word while its author sits between a load
+ *   and its CAS (the bound stack.h states for the in-process core).
+ *   Model: models/shmdepot.pml (a process killed at every step).
  *
  * CACHES live in the mapping (cache s at caches + s * cache_size) and are
- *   touched only by their slot's thread; recovery ignores their contents and
- *   trusts owner[] alone, so a cache killed half-updated is harmless.
+ *   touched only by their slot's thread.
+ *
+ * SLOTS: slots[s].own is one 64-bit word, pid (low 32) and recoverer slot + 1
+ *   (high 32).  A thread claims a free slot by CAS 0 -> pid; a recoverer takes
+ *   a dead slot by CAS (pid, 0) -> (pid, r + 1) and gives it back by storing
+ *   0 after the work, so two recoverers never work on one slot and a slot is
+ *   never reused while a recoverer may still touch owner words marked with
+ *   it.  A recoverer that dies leaves its mark: whoever recovers the
+ *   recoverer also takes over (CAS) and finishes the slots it was recovering.
  *
  * POOL RINGS are ring.h rings in the mapping, used single-producer /
  *   single-consumer with the producer and consumer recorded (claimed by CAS)
@@ -51,7 +94,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
-#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -63,17 +106,19 @@
 #include "arch.h"
 #include "ring.h"
 
-#define TM_SHM_MAX_SLOTS 4095u /* slot index fits 12 bits */
-#define TM_SHM_MAX_RINGS 256u  /* ring index fits 16 bits */
+#define TM_SHM_MAX_SLOTS 4095u       /* slot index fits 12 bits */
+#define TM_SHM_MAX_RINGS 256u        /* ring index fits 16 bits */
+#define TM_SHM_MAX_MAGS 0x3FFFEu     /* magazine index + 1 fits 18 bits */
 
-#define TM_OWN_FREE 0u
 #define TM_OWN_KIND(w) ((w) >> 28)
 #define TM_OWN_SLOT(w) ((w)&0xFFFu)
 #define TM_OWN_RINGNO(w) (((w) >> 12) & 0xFFFFu)
+#define TM_OWN_MAG(m) ((uint32_t)(m)) /* kind 0 */
 #define TM_OWN_HELD(s) ((1u << 28) | (uint32_t)(s))
 #define TM_OWN_CACHED(s) ((2u << 28) | (uint32_t)(s))
 #define TM_OWN_RING(r, s) ((3u << 28) | ((uint32_t)(r) << 12) | (uint32_t)(s))
-enum { TM_K_FREE = 0, TM_K_HELD = 1, TM_K_CACHED = 2, TM_K_RING = 3 };
+enum { TM_K_MAG = 0, TM_K_HELD = 1, TM_K_CACHED = 2, TM_K_RING = 3 };
+#define TM_K_FREE TM_K_MAG /* the name the census uses: in the depot */
 
 /* error codes (negative), beside pool.h's */
 #define TM_SHM_OK 0
@@ -81,27 +126,60 @@ enum { TM_K_FREE = 0, TM_K_HELD = 1, TM_K_CACHED = 2, TM_K_RING = 3 };
 #define TM_SHM_ERANGE (-2)
 #define TM_SHM_ENOTHELD (-3)  /* put/enqueue of an object that is not handed out (in a ring) */
 #define TM_SHM_EDOUBLEFREE (-4) /* put of an object that is free (or cached, or repeated in the bulk) */
-#define TM_SHM_ELOCK (-7)     /* the robust lock failed (not EOWNERDEAD) */
+#define TM_SHM_ENOMEM (-7)    /* recovery could not allocate its scratch memory */
 #define TM_SHM_EBUSY (-8)     /* ring side claimed by another live slot */
 #define TM_SHM_ECORRUPT (-9)  /* a control word is out of range */
 
-/* Control block: the lock and the free array's top. */
+/* The depot's stacks. */
+enum { TM_DEPOT_FULL = 0, TM_DEPOT_PART = 1, TM_DEPOT_EMPTY = 2, TM_DEPOT_STACKS = 3 };
+
+/* Stack head word: [63:32] tag | [31:30] op | [29:18] slot | [17:0] top + 1 (0: empty). */
+enum { TM_OP_NONE = 0, TM_OP_POP = 1, TM_OP_PUSH = 2 };
+#define TM_H_TAG(h) ((uint32_t)((h) >> 32))
+#define TM_H_OP(h) ((uint32_t)((h) >> 30) & 3u)
+#define TM_H_SLOT(h) ((uint32_t)((h) >> 18) & 0xFFFu)
+#define TM_H_TOP1(h) ((uint32_t)(h)&0x3FFFFu)
+#define TM_H_MAKE(tag, op, slot, top1)                                                          \
+    (((uint64_t)(uint32_t)(tag) << 32) | ((uint64_t)(op) << 30) | ((uint64_t)(slot) << 18) | \
+     (uint64_t)(top1))
+
+/* Magazine state word: [63:32] seq | [17:16] kind | [15:0] stack or slot. */
+enum { TM_M_ON = 1, TM_M_OWNED = 2 };
+#define TM_M_SEQ(w) ((uint32_t)((w) >> 32))
+#define TM_M_KIND(w) ((uint32_t)((w) >> 16) & 3u)
+#define TM_M_WHO(w) ((uint32_t)(w)&0xFFFFu)
+#define TM_M_MAKE(seq, kind, who) \
+    (((uint64_t)(uint32_t)(seq) << 32) | ((uint64_t)(kind) << 16) | (uint64_t)(who))
+
+typedef struct tm_shm_head {
+    uint64_t word;
+    uint64_t pad_[7]; /* one cache line each: the contended words */
+} tm_shm_head_t;
+
+/* Control block. */
 typedef struct tm_shm_ctl {
-    pthread_mutex_t lock; /* PTHREAD_PROCESS_SHARED | PTHREAD_MUTEX_ROBUST */
-    uint32_t free_top;    /* entries on the free array; under the lock */
-    uint32_t rebuilds;    /* repairs after a lock holder died */
-    uint64_t recovered;   /* objects given back from dead slots */
-    uint32_t live_hint;   /* unused padding word kept for layout stability */
+    tm_shm_head_t heads[TM_DEPOT_STACKS];
+    uint64_t recovered; /* objects given back from dead slots (RELAXED adds) */
+    uint64_t pad_[7];
 } tm_shm_ctl_t;
 
-/* One per thread of a process using the pool. pid == 0: free slot. */
+/* One magazine's control: 16 bytes; its handles are at mag_hs + m * mag_size. */
+typedef struct tm_shm_mag {
+    uint64_t state; /* ON(k) / OWNED(s), with seq: see above */
+    uint32_t next;  /* link + 1 below it on its stack (0: bottom); RELAXED atomics */
+    uint32_t count; /* handles in it; written by its owner only */
+} tm_shm_mag_t;
+
+/* One per thread of a process using the pool.  own == 0: free slot. */
 typedef struct tm_shm_slot {
-    int32_t pid;         /* claimed by CAS 0 -> pid (ACQ_REL) */
+    uint64_t own;        /* pid (low 32) | recoverer slot + 1 (high 32) */
     int32_t tid;
-    uint64_t start_time; /* /proc/pid/stat starttime: guards against pid reuse */
     uint32_t len;        /* cache length, written by the slot's thread only */
-    uint32_t pad_[11];
+    uint64_t start_time; /* /proc/pid/stat starttime: guards against pid reuse */
+    uint32_t pad_[10];
 } tm_shm_slot_t;
+#define TM_SLOT_PID(own) ((int32_t)(uint32_t)(own))
+#define TM_SLOT_REC(own) ((uint32_t)((own) >> 32))
 
 /* Control of one ring (pool ring or standalone); 128 bytes. */
 typedef struct tm_shm_ringctl {
@@ -118,23 +196,42 @@ typedef struct tm_shm_ringctl {
 /* Per-process view of a pool mapping. */
 typedef struct tm_shm_pool {
     tm_shm_ctl_t *ctl;
-    uint32_t *free_arr;
+    tm_shm_mag_t *mags;
+    uint32_t *mag_hs;
     uint32_t *owner;
     tm_shm_slot_t *slots;
     uint32_t *caches;
     unsigned char *rings;  /* nrings * ring_stride bytes: ringctl then ring.h ring */
     size_t ring_stride;
     uint32_t capacity, cache_size, max_slots, nrings;
+    uint32_t mag_size, nmags;
     /* Ring geometry from the validated header, never re-read from the mapping:
      * a scribbled mask or capacity must not steer an index out of bounds. */
     uint32_t ring_capacity, ring_mask;
 } tm_shm_pool_t;
+
+/* The magazine geometry for a pool: a pure function, so the creator and
+ * every attacher compute the same (turbomem/shared.py calls it). */
+static inline void tm_shm_mag_geometry(uint32_t capacity, uint32_t cache_size, uint32_t max_slots,
+                                       uint32_t *mag_size, uint32_t *nmags) {
+    uint32_t b = cache_size ? (cache_size / 2 ? cache_size / 2 : 1) : 32;
+    /* Room for the slots' magazines within the 18-bit index. */
+    uint64_t room = (uint64_t)TM_SHM_MAX_MAGS - max_slots - 2;
+    uint64_t least = ((uint64_t)capacity + room - 1) / room;
+    if (b < least)
+        b = (uint32_t)least;
+    *mag_size = b;
+    *nmags = (uint32_t)(((uint64_t)capacity + b - 1) / b) + max_slots + 2;
+}
 
 static inline tm_shm_ringctl_t *tm_shm_ringctl(const tm_shm_pool_t *p, uint32_t r) {
     return (tm_shm_ringctl_t *)(p->rings + (size_t)r * p->ring_stride);
 }
 static inline tm_ring_t *tm_shm_ring(const tm_shm_pool_t *p, uint32_t r) {
     return (tm_ring_t *)(p->rings + (size_t)r * p->ring_stride + sizeof(tm_shm_ringctl_t));
+}
+static inline uint32_t *tm_shm__mag_hs(const tm_shm_pool_t *p, uint32_t m) {
+    return p->mag_hs + (size_t)m * p->mag_size;
 }
 
 /* ---- futex ------------------------------------------------------------- */
@@ -181,105 +278,306 @@ static inline void tm_shm_wait_end(uint32_t *waiters) {
     __atomic_sub_fetch(waiters, 1, __ATOMIC_RELAXED);
 }
 
-/* ---- the robust lock --------------------------------------------------- */
+/* ---- the depot: kill-safe lock-free stacks of magazines ------------------- */
 
-/* Rebuild the free array from owner[] (lock held, previous holder died). */
-static inline void tm_shm__rebuild(tm_shm_pool_t *p) {
-    uint32_t top = 0;
-    for (uint32_t h = 0; h < p->capacity; h++)
-        /* RELAXED: under the lock; the dead holder's stores are visible (the
-         * kernel's robust-list handling happens before our lock returns). */
-        if (__atomic_load_n(&p->owner[h], __ATOMIC_RELAXED) == TM_OWN_FREE)
-            p->free_arr[top++] = h;
-    p->ctl->free_top = top;
-    p->ctl->rebuilds++;
+#define TM_SHM_NIL UINT32_MAX
+
+/* A head no process writes (a scribbled control area): empty the stack
+ * rather than follow it.  Its magazines are lost; nothing is read or written
+ * out of bounds, and no loop follows a scribbled link. */
+static inline void tm_shm__reset(tm_shm_pool_t *p, uint32_t k, uint64_t h) {
+    /* ACQ_REL: as every head CAS; fails harmlessly if the head moved on. */
+    __atomic_compare_exchange_n(&p->ctl->heads[k].word, &h, TM_H_MAKE(TM_H_TAG(h) + 1, TM_OP_NONE, 0, 0),
+                                0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
-static inline int tm_shm_lock(tm_shm_pool_t *p) {
-    int rc = pthread_mutex_lock(&p->ctl->lock);
-    if (rc == EOWNERDEAD) {
-        tm_shm__rebuild(p);
-        pthread_mutex_consistent(&p->ctl->lock);
-        return 0;
+/* Finish the operation written into head word d of stack k (see the top of
+ * this file).  Any process may call it, any number of times, at any moment:
+ * each step is a CAS that succeeds once. */
+static inline void tm_shm__help(tm_shm_pool_t *p, uint32_t k, uint64_t d) {
+    uint64_t *head = &p->ctl->heads[k].word;
+    uint32_t op = TM_H_OP(d), m1 = TM_H_TOP1(d), s = TM_H_SLOT(d);
+    if (op == 3u || m1 == 0 || m1 > p->nmags || s >= p->max_slots) {
+        tm_shm__reset(p, k, d);
+        return;
     }
-    return rc == 0 ? 0 : TM_SHM_ELOCK;
+    tm_shm_mag_t *mg = &p->mags[m1 - 1];
+    /* ACQUIRE: pairs with the ACQ_REL CAS that wrote the state. */
+    uint64_t w = __atomic_load_n(&mg->state, __ATOMIC_ACQUIRE);
+    /* ACQUIRE: pairs with the head CASes.  If d is still the head, the
+     * operation's state step had not been done when we read w, or was done
+     * already (the kind has changed): either way w is from this operation. */
+    if (__atomic_load_n(head, __ATOMIC_ACQUIRE) != d)
+        return; /* finished by someone else */
+    if (op == TM_OP_POP && TM_M_KIND(w) == TM_M_ON)
+        /* ACQ_REL: one CAS of all helpers wins; the exact expected value
+         * (seq) makes a stale helper's CAS fail. */
+        __atomic_compare_exchange_n(&mg->state, &w, TM_M_MAKE(TM_M_SEQ(w) + 1, TM_M_OWNED, s), 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+    else if (op == TM_OP_PUSH && TM_M_KIND(w) == TM_M_OWNED)
+        __atomic_compare_exchange_n(&mg->state, &w, TM_M_MAKE(TM_M_SEQ(w) + 1, TM_M_ON, k), 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+    /* RELAXED: next[m] was written before the push's RELEASE head CAS, which
+     * our ACQUIRE head load synchronises with; nobody writes it while m is on
+     * the stack.  A stale value is harmless: the CAS below then fails. */
+    uint32_t top1 = op == TM_OP_POP ? __atomic_load_n(&mg->next, __ATOMIC_RELAXED) : m1;
+    /* ACQ_REL: keeps the release sequence of every earlier head CAS (the
+     * magazine contents a pusher wrote) for the next popper's ACQUIRE. */
+    __atomic_compare_exchange_n(head, &d, TM_H_MAKE(TM_H_TAG(d) + 1, TM_OP_NONE, 0, top1), 0,
+                                __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
-static inline void tm_shm_unlock(tm_shm_pool_t *p) { pthread_mutex_unlock(&p->ctl->lock); }
 
-/* Initialise the control area of a fresh (zeroed) mapping. */
+/* Pop a magazine from stack k for slot s: it returns owned by s (state
+ * OWNED(s)), or TM_SHM_NIL if the stack is empty. */
+static inline uint32_t tm_shm__pop(tm_shm_pool_t *p, uint32_t k, uint32_t s) {
+    uint64_t *head = &p->ctl->heads[k].word;
+    for (;;) {
+        /* ACQUIRE: pairs with the pushers' head CASes (magazine contents). */
+        uint64_t h = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+        if (TM_H_OP(h) != TM_OP_NONE) {
+            tm_shm__help(p, k, h);
+            continue;
+        }
+        uint32_t m1 = TM_H_TOP1(h);
+        if (m1 == 0)
+            return TM_SHM_NIL;
+        if (m1 > p->nmags) { /* scribbled */
+            tm_shm__reset(p, k, h);
+            return TM_SHM_NIL;
+        }
+        uint64_t d = TM_H_MAKE(TM_H_TAG(h) + 1, TM_OP_POP, s, m1);
+        /* ACQ_REL: acquire the contents; release nothing new but keep the
+         * release sequence.  Failure ACQUIRE: we read the new head next. */
+        if (__atomic_compare_exchange_n(head, &h, d, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            tm_shm__help(p, k, d); /* returns only once the pop is complete */
+            return m1 - 1;
+        }
+    }
+}
+
+/* Push magazine m, owned by slot s, on stack k. */
+static inline void tm_shm__push(tm_shm_pool_t *p, uint32_t k, uint32_t s, uint32_t m) {
+    uint64_t *head = &p->ctl->heads[k].word;
+    tm_shm_mag_t *mg = &p->mags[m];
+    for (;;) {
+        /* ACQUIRE: pairs with the head CASes (so a helped operation's effects). */
+        uint64_t h = __atomic_load_n(head, __ATOMIC_ACQUIRE);
+        if (TM_H_OP(h) != TM_OP_NONE) {
+            tm_shm__help(p, k, h);
+            continue;
+        }
+        if (TM_H_TOP1(h) > p->nmags) { /* scribbled */
+            tm_shm__reset(p, k, h);
+            continue;
+        }
+        /* RELAXED: published by the RELEASE half of the CAS below. */
+        __atomic_store_n(&mg->next, TM_H_TOP1(h), __ATOMIC_RELAXED);
+        uint64_t d = TM_H_MAKE(TM_H_TAG(h) + 1, TM_OP_PUSH, s, m + 1);
+        /* ACQ_REL: RELEASE publishes next[m], the contents and the owner
+         * marks of m's handles to the next popper. */
+        if (__atomic_compare_exchange_n(head, &h, d, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            tm_shm__help(p, k, d);
+            return;
+        }
+    }
+}
+
+/* Which stack a magazine holding `count` handles goes on. */
+static inline uint32_t tm_shm__stack_for(const tm_shm_pool_t *p, uint32_t count) {
+    return count == 0 ? TM_DEPOT_EMPTY : count >= p->mag_size ? TM_DEPOT_FULL : TM_DEPOT_PART;
+}
+
+/* Pop a magazine with handles (FULL first), or TM_SHM_NIL. */
+static inline uint32_t tm_shm__pop_loaded(tm_shm_pool_t *p, uint32_t s) {
+    uint32_t m = tm_shm__pop(p, TM_DEPOT_FULL, s);
+    return m != TM_SHM_NIL ? m : tm_shm__pop(p, TM_DEPOT_PART, s);
+}
+
+/* Pop a magazine with room (EMPTY first, then PART).  One exists whenever
+ * we look (see nmags above) unless others hold it for a moment: retry a
+ * bounded number of times, then report a corrupt depot. */
+static inline uint32_t tm_shm__pop_room(tm_shm_pool_t *p, uint32_t s) {
+    for (int i = 0; i < 1000; i++) {
+        uint32_t m = tm_shm__pop(p, TM_DEPOT_EMPTY, s);
+        if (m == TM_SHM_NIL)
+            m = tm_shm__pop(p, TM_DEPOT_PART, s);
+        if (m != TM_SHM_NIL)
+            return m;
+        sched_yield();
+    }
+    return TM_SHM_NIL;
+}
+
+/* Initialise the control area of a fresh (zeroed) mapping: every object in
+ * a magazine, low handles on top. */
 static inline int tm_shm_pool_init(tm_shm_pool_t *p, uint32_t ring_capacity) {
-    pthread_mutexattr_t a;
-    if (pthread_mutexattr_init(&a) != 0)
-        return TM_SHM_ELOCK;
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    int rc = pthread_mutex_init(&p->ctl->lock, &a);
-    pthread_mutexattr_destroy(&a);
-    if (rc != 0)
-        return TM_SHM_ELOCK;
-    for (uint32_t h = 0; h < p->capacity; h++) {
-        p->free_arr[h] = p->capacity - 1 - h; /* low handles handed out first */
-        p->owner[h] = TM_OWN_FREE;
+    uint32_t b = p->mag_size, loaded = (uint32_t)(((uint64_t)p->capacity + b - 1) / b);
+    if (loaded + p->max_slots + 2 > p->nmags || p->nmags > TM_SHM_MAX_MAGS)
+        return TM_SHM_ECORRUPT;
+    uint32_t top1[TM_DEPOT_STACKS] = {0, 0, 0};
+    /* Single-threaded: plain stores, published by the creator's `ready` word.
+     * Pushed from the last magazine down, so magazine 0 (handles 0..) is on top. */
+    for (uint32_t m = p->nmags; m-- > 0;) {
+        uint32_t lo = m < loaded ? m * b : 0, n = 0;
+        if (m < loaded)
+            n = p->capacity - lo < b ? p->capacity - lo : b;
+        uint32_t *hs = tm_shm__mag_hs(p, m);
+        for (uint32_t i = 0; i < n; i++) { /* handle lo at the top (popped first) */
+            hs[i] = lo + n - 1 - i;
+            p->owner[lo + n - 1 - i] = TM_OWN_MAG(m);
+        }
+        uint32_t k = tm_shm__stack_for(p, n);
+        p->mags[m].count = n;
+        p->mags[m].next = top1[k];
+        p->mags[m].state = TM_M_MAKE(0, TM_M_ON, k);
+        top1[k] = m + 1;
     }
-    p->ctl->free_top = p->capacity;
+    for (uint32_t k = 0; k < TM_DEPOT_STACKS; k++)
+        p->ctl->heads[k].word = TM_H_MAKE(0, TM_OP_NONE, 0, top1[k]);
     for (uint32_t r = 0; r < p->nrings; r++)
         if (tm_ring_init(tm_shm_ring(p, r), ring_capacity, TM_RING_SP | TM_RING_SC) != 0)
             return TM_SHM_ECORRUPT;
     return TM_SHM_OK;
 }
 
-/* ---- get / put ----------------------------------------------------------- */
+/* ---- get / put ------------------------------------------------------------ */
 
-/* Move up to n objects from the free array to dst, marking them as `mark`.
- * Lock held.  Returns how many. */
-static inline uint32_t tm_shm__take(tm_shm_pool_t *p, uint32_t *dst, uint32_t n, uint32_t mark) {
-    uint32_t top = p->ctl->free_top, got = 0;
-    if (top > p->capacity) /* a scribbled control word: repair, never index past */
-        tm_shm__rebuild(p), top = p->ctl->free_top;
-    while (got < n && top > 0) {
-        uint32_t h = p->free_arr[top - 1];
-        /* RELAXED: FREE is written only under the lock we hold. */
-        if (h >= p->capacity || __atomic_load_n(&p->owner[h], __ATOMIC_RELAXED) != TM_OWN_FREE) {
-            tm_shm__rebuild(p); /* the array disagrees with owner[]: owner[] wins */
-            top = p->ctl->free_top;
+/* Move the top (at most) k handles of magazine m, owned by the caller, to
+ * dst in order, marking each `mark`.  An entry whose owner word is not
+ * MAG(m) (only a scribbled magazine has one) is dropped: never handed out
+ * twice.  Returns how many were written. */
+static inline uint32_t tm_shm__mag_take(tm_shm_pool_t *p, uint32_t m, uint32_t *dst, uint32_t k,
+                                        uint32_t mark) {
+    tm_shm_mag_t *mg = &p->mags[m];
+    uint32_t c = mg->count, got = 0;
+    if (c > p->mag_size)
+        c = p->mag_size; /* scribbled count: owner[] keeps the truth */
+    uint32_t from = c > k ? c - k : 0;
+    const uint32_t *hs = tm_shm__mag_hs(p, m);
+    for (uint32_t i = from; i < c; i++) {
+        uint32_t h = hs[i];
+        /* RELAXED: MAG(m) objects change only by m's owner: us. */
+        if (h >= p->capacity || __atomic_load_n(&p->owner[h], __ATOMIC_RELAXED) != TM_OWN_MAG(m))
             continue;
-        }
-        /* RELAXED: the commit point; under the lock, read by recovery under it. */
+        /* RELAXED: the commit point of the move; published by our next
+         * RELEASE (push, ring tail) or read by our recoverer after death. */
         __atomic_store_n(&p->owner[h], mark, __ATOMIC_RELAXED);
-        top--;
-        p->ctl->free_top = top;
         dst[got++] = h;
     }
+    mg->count = from;
     return got;
 }
 
-/* Give the objects in src back to the free array (each must be marked
- * `expect`; others are skipped).  Lock held. */
-static inline void tm_shm__give(tm_shm_pool_t *p, const uint32_t *src, uint32_t n, uint32_t expect) {
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t h = src[i], e = expect;
-        if (h >= p->capacity)
-            continue;
-        /* ACQ_REL: only one of racing owners (or a recoverer) frees h. */
-        if (!__atomic_compare_exchange_n(&p->owner[h], &e, TM_OWN_FREE, 0, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_RELAXED))
-            continue;
-        if (p->ctl->free_top >= p->capacity) { /* cannot happen unless scribbled */
-            tm_shm__rebuild(p);
-            continue;
-        }
-        p->free_arr[p->ctl->free_top++] = h;
+/* Move (at most) k handles from src - ours, marked CACHED(s) - into magazine
+ * m, owned by the caller, marking each MAG(m).  Returns how many (its room). */
+static inline uint32_t tm_shm__mag_fill(tm_shm_pool_t *p, uint32_t m, const uint32_t *src, uint32_t k) {
+    tm_shm_mag_t *mg = &p->mags[m];
+    uint32_t c = mg->count;
+    if (c > p->mag_size)
+        c = p->mag_size;
+    if (k > p->mag_size - c)
+        k = p->mag_size - c;
+    uint32_t *hs = tm_shm__mag_hs(p, m);
+    for (uint32_t i = 0; i < k; i++) {
+        hs[c + i] = src[i];
+        /* RELAXED: as in tm_shm__mag_take; the push's RELEASE publishes it. */
+        __atomic_store_n(&p->owner[src[i]], TM_OWN_MAG(m), __ATOMIC_RELAXED);
     }
+    mg->count = c + k;
+    return k;
 }
 
-/* Get n objects (all or nothing) for slot s.  cache may be NULL (no cache). */
+static inline uint32_t tm_shm__cache_len(tm_shm_pool_t *p, uint32_t s) {
+    uint32_t len = p->slots[s].len;
+    if (len > p->cache_size) /* scribbled: forget the cache, owner[] keeps the truth */
+        len = p->slots[s].len = 0;
+    return len;
+}
+
+/* Place n handles marked CACHED(s) (ours): into the cache while it has room,
+ * else into magazines (the cache flushed down to half first). */
+static inline int tm_shm__place(tm_shm_pool_t *p, uint32_t s, const uint32_t *hs, uint32_t n) {
+    uint32_t *cache = p->caches + (size_t)s * p->cache_size;
+    uint32_t len = tm_shm__cache_len(p, s), i = 0;
+    while (i < n) {
+        if (len < p->cache_size) {
+            uint32_t k = p->cache_size - len < n - i ? p->cache_size - len : n - i;
+            memcpy(cache + len, hs + i, (size_t)k * sizeof(uint32_t));
+            len += k;
+            i += k;
+            p->slots[s].len = len;
+            continue;
+        }
+        uint32_t m = tm_shm__pop_room(p, s);
+        if (m == TM_SHM_NIL)
+            return TM_SHM_ECORRUPT; /* only a scribbled depot has no room */
+        if (p->cache_size) {
+            uint32_t over = len - p->cache_size / 2, room = p->mag_size - p->mags[m].count;
+            uint32_t k = tm_shm__mag_fill(p, m, cache + len - (over < room ? over : room),
+                                          over < room ? over : room);
+            len -= k;
+            p->slots[s].len = len;
+        } else {
+            i += tm_shm__mag_fill(p, m, hs + i, n - i);
+        }
+        tm_shm__push(p, tm_shm__stack_for(p, p->mags[m].count), s, m);
+    }
+    return TM_SHM_OK;
+}
+
+/* Give back handles of ours marked HELD(s) (an all-or-nothing get undone). */
+static inline void tm_shm__unget(tm_shm_pool_t *p, uint32_t s, uint32_t *hs, uint32_t n) {
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t w = TM_OWN_HELD(s);
+        /* ACQ_REL: a put of the same handle by another process may race us. */
+        if (__atomic_compare_exchange_n(&p->owner[hs[i]], &w, TM_OWN_CACHED(s), 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED))
+            hs[kept++] = hs[i];
+    }
+    tm_shm__place(p, s, hs, kept);
+}
+
+static inline int tm_shm__get_slow(tm_shm_pool_t *p, uint32_t s, uint32_t *out, uint32_t n) {
+    uint32_t *cache = p->caches + (size_t)s * p->cache_size;
+    uint32_t len = tm_shm__cache_len(p, s), got = 0;
+    while (got < n) {
+        if (len > 0) {
+            uint32_t k = len < n - got ? len : n - got, i;
+            for (i = 0; i < k; i++) {
+                uint32_t h = cache[len - 1 - i];
+                if (h >= p->capacity) /* scribbled: drop the cache, owner[] keeps the truth */
+                    break;
+                /* RELAXED: our own cached object (as on the hit path). */
+                __atomic_store_n(&p->owner[h], TM_OWN_HELD(s), __ATOMIC_RELAXED);
+                out[got++] = h;
+            }
+            len = i < k ? 0 : len - k;
+            p->slots[s].len = len;
+            continue;
+        }
+        uint32_t m = tm_shm__pop_loaded(p, s);
+        if (m == TM_SHM_NIL) {
+            tm_shm__unget(p, s, out, got);
+            return TM_SHM_EEMPTY;
+        }
+        if (p->cache_size) {
+            len = tm_shm__mag_take(p, m, cache, p->cache_size, TM_OWN_CACHED(s));
+            p->slots[s].len = len;
+        } else {
+            got += tm_shm__mag_take(p, m, out + got, n - got, TM_OWN_HELD(s));
+        }
+        tm_shm__push(p, tm_shm__stack_for(p, p->mags[m].count), s, m);
+    }
+    return TM_SHM_OK;
+}
+
+/* Get n objects (all or nothing) for slot s. */
 static inline int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, uint32_t n) {
     tm_shm_slot_t *sl = &p->slots[s];
-    uint32_t *cache = p->cache_size ? p->caches + (size_t)s * p->cache_size : NULL;
+    uint32_t *cache = p->caches + (size_t)s * p->cache_size;
     uint32_t len = sl->len;
-    if (len > p->cache_size) /* scribbled: forget the cache, owner[] keeps the truth */
-        len = sl->len = 0;
-    if (cache && n <= len) {
+    if (n <= len && len <= p->cache_size) { /* the hit path: no atomic RMW */
         for (uint32_t i = 0; i < n; i++) {
             uint32_t h = cache[len - 1 - i];
             if (h >= p->capacity)
@@ -291,40 +589,7 @@ static inline int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, u
         sl->len = len - n;
         return TM_SHM_OK;
     }
-    if (tm_shm_lock(p) != 0)
-        return TM_SHM_ELOCK;
-    /* First what the cache has, then the free array; refill the cache. */
-    int rc = TM_SHM_OK;
-    uint32_t from_cache = n <= len ? n : len;
-    for (uint32_t i = 0; cache && i < from_cache; i++)
-        if (cache[len - 1 - i] >= p->capacity) { /* scribbled: drop the cache (owner[] keeps the truth) */
-            len = from_cache = 0;
-            break;
-        }
-    if (p->ctl->free_top < n - from_cache) {
-        rc = TM_SHM_EEMPTY;
-    } else {
-        uint32_t got = tm_shm__take(p, out + from_cache, n - from_cache, TM_OWN_HELD(s));
-        if (got < n - from_cache) { /* a rebuild shrank the array: undo */
-            tm_shm__give(p, out + from_cache, got, TM_OWN_HELD(s));
-            rc = TM_SHM_EEMPTY;
-        } else {
-            for (uint32_t i = 0; i < from_cache; i++) {
-                uint32_t h = cache[len - 1 - i];
-                /* RELAXED: our own cached object (as on the hit path). */
-                __atomic_store_n(&p->owner[h], TM_OWN_HELD(s), __ATOMIC_RELAXED);
-                out[i] = h;
-            }
-            len -= from_cache;
-            if (cache) { /* refill to half */
-                uint32_t want = p->cache_size / 2 > len ? p->cache_size / 2 - len : 0;
-                len += tm_shm__take(p, cache + len, want, TM_OWN_CACHED(s));
-            }
-            sl->len = len;
-        }
-    }
-    tm_shm_unlock(p);
-    return rc;
+    return tm_shm__get_slow(p, s, out, n);
 }
 
 /* Put n objects back for slot s.  Each must be handed out (HELD by any slot);
@@ -332,13 +597,12 @@ static inline int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, u
 static inline int tm_shm_put_bulk(tm_shm_pool_t *p, uint32_t s, const uint32_t *hs, uint32_t n,
                                   uint32_t *bad) {
     tm_shm_slot_t *sl = &p->slots[s];
-    uint32_t *cache = p->cache_size ? p->caches + (size_t)s * p->cache_size : NULL;
     uint32_t i, why = TM_K_HELD;
     for (i = 0; i < n; i++) {
         uint32_t h = hs[i], w;
         if (h >= p->capacity) {
             *bad = i;
-            goto undo_range;
+            goto undo;
         }
         /* ACQUIRE: see the state the previous holder left (pairs with the
          * ACQ_REL CASes that moved h here). */
@@ -349,56 +613,37 @@ static inline int tm_shm_put_bulk(tm_shm_pool_t *p, uint32_t s, const uint32_t *
                                          __ATOMIC_RELAXED)) {
             *bad = i;
             why = TM_OWN_KIND(w);
-            goto undo_held;
+            goto undo;
         }
     }
     uint32_t len = sl->len;
-    if (len > p->cache_size)
-        len = 0;
-    if (cache && len + n <= p->cache_size) {
-        memcpy(cache + len, hs, (size_t)n * sizeof(uint32_t));
+    if (len + n <= p->cache_size && len <= p->cache_size) { /* the hit path */
+        memcpy(p->caches + (size_t)s * p->cache_size + len, hs, (size_t)n * sizeof(uint32_t));
         sl->len = len + n;
         return TM_SHM_OK;
     }
-    if (tm_shm_lock(p) != 0) {
-        *bad = 0;
-        i = n;
-        goto undo_held;
-    }
-    tm_shm__give(p, hs, n, TM_OWN_CACHED(s));
-    if (cache && len > p->cache_size / 2) { /* flush down to half */
-        uint32_t keep = p->cache_size / 2;
-        tm_shm__give(p, cache + keep, len - keep, TM_OWN_CACHED(s));
-        len = keep;
-    }
-    if (cache)
-        sl->len = len;
-    tm_shm_unlock(p);
-    return TM_SHM_OK;
-undo_held:
-    for (uint32_t j = 0; j < i; j++) /* RELAXED: still ours (marked CACHED(s)) */
+    return tm_shm__place(p, s, hs, n);
+undo:
+    for (uint32_t j = 0; j < i; j++) /* RELAXED: still ours (marked CACHED(s) by us) */
         __atomic_store_n(&p->owner[hs[j]], TM_OWN_HELD(s), __ATOMIC_RELAXED);
     if (hs[*bad] >= p->capacity)
         return TM_SHM_ERANGE;
-    return (why == TM_K_FREE || why == TM_K_CACHED) ? TM_SHM_EDOUBLEFREE : TM_SHM_ENOTHELD;
-undo_range:
-    for (uint32_t j = 0; j < i; j++) /* RELAXED: still ours (marked CACHED(s) by us) */
-        __atomic_store_n(&p->owner[hs[j]], TM_OWN_HELD(s), __ATOMIC_RELAXED);
-    return TM_SHM_ERANGE;
+    return (why == TM_K_MAG || why == TM_K_CACHED) ? TM_SHM_EDOUBLEFREE : TM_SHM_ENOTHELD;
 }
 
-/* Return slot s's cache to the free array (a thread or process detaching). */
+/* Return slot s's cache to the depot (a thread or process detaching). */
 static inline int tm_shm_flush(tm_shm_pool_t *p, uint32_t s) {
-    if (!p->cache_size)
-        return TM_SHM_OK;
-    if (tm_shm_lock(p) != 0)
-        return TM_SHM_ELOCK;
-    uint32_t len = p->slots[s].len;
-    if (len > p->cache_size)
-        len = 0;
-    tm_shm__give(p, p->caches + (size_t)s * p->cache_size, len, TM_OWN_CACHED(s));
-    p->slots[s].len = 0;
-    tm_shm_unlock(p);
+    uint32_t *cache = p->caches + (size_t)s * p->cache_size;
+    uint32_t len = tm_shm__cache_len(p, s);
+    while (len > 0) {
+        uint32_t m = tm_shm__pop_room(p, s);
+        if (m == TM_SHM_NIL)
+            return TM_SHM_ECORRUPT;
+        uint32_t room = p->mag_size - p->mags[m].count, k = len < room ? len : room;
+        len -= tm_shm__mag_fill(p, m, cache + len - k, k);
+        p->slots[s].len = len;
+        tm_shm__push(p, tm_shm__stack_for(p, p->mags[m].count), s, m);
+    }
     return TM_SHM_OK;
 }
 
@@ -510,11 +755,11 @@ static inline long tm_shm_ring_dequeue(tm_shm_pool_t *p, uint32_t r, uint32_t s,
 /* Claim a free slot for (pid, tid).  Returns the slot or -1 if all are taken. */
 static inline long tm_shm_slot_claim(tm_shm_pool_t *p, int32_t pid, int32_t tid, uint64_t start) {
     for (uint32_t s = 0; s < p->max_slots; s++) {
-        int32_t zero = 0;
+        uint64_t zero = 0;
         /* ACQ_REL: we see the slot as its recoverer left it (its RELEASE). */
-        if (__atomic_load_n(&p->slots[s].pid, __ATOMIC_RELAXED) == 0 &&
-            __atomic_compare_exchange_n(&p->slots[s].pid, &zero, pid, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_RELAXED)) {
+        if (__atomic_load_n(&p->slots[s].own, __ATOMIC_RELAXED) == 0 &&
+            __atomic_compare_exchange_n(&p->slots[s].own, &zero, (uint64_t)(uint32_t)pid, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
             p->slots[s].tid = tid;
             p->slots[s].len = 0;
             /* RELEASE: start_time last; 0 until then means "judge by pid only". */
@@ -527,26 +772,43 @@ static inline long tm_shm_slot_claim(tm_shm_pool_t *p, int32_t pid, int32_t tid,
 
 /* ---- recovery ------------------------------------------------------------ */
 
-/* Give back everything dead slot s held.  Lock held by the caller.  Idempotent:
- * a recoverer killed half-way leaves work the next one finishes.  Returns the
- * number of objects freed. */
-static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t s, uint8_t *inring) {
-    uint64_t freed = 0;
-    /* 1. Rings s consumed: skip the prefix it claimed but did not release. */
+/* Scratch memory of one recovery: capacity + nmags bytes, and max_slots words. */
+typedef struct tm_shm_scratch {
+    uint8_t *inring;  /* capacity: handle published in some ring */
+    uint8_t *adopted; /* nmags: magazine taken over from the dead slot */
+    uint32_t *work;   /* max_slots: slots still to recover */
+} tm_shm_scratch_t;
+
+/* Finish whatever dead slot x left written in a depot head: afterwards no
+ * head names x, and none ever will again (x is dead). */
+static inline void tm_shm__finish_heads(tm_shm_pool_t *p, uint32_t x) {
+    for (uint32_t k = 0; k < TM_DEPOT_STACKS; k++)
+        for (;;) {
+            /* ACQUIRE: as every head load (pairs with the head CASes). */
+            uint64_t h = __atomic_load_n(&p->ctl->heads[k].word, __ATOMIC_ACQUIRE);
+            if (TM_H_OP(h) == TM_OP_NONE || TM_H_SLOT(h) != x)
+                break;
+            tm_shm__help(p, k, h);
+        }
+}
+
+/* The ring half of recovering dead slot x: skip the prefix x claimed as a
+ * consumer but did not release; mark which handles sit published in rings. */
+static inline void tm_shm__recover_rings(tm_shm_pool_t *p, uint32_t x, uint8_t *inring) {
     for (uint32_t r = 0; r < p->nrings; r++) {
         tm_shm_ringctl_t *rc = tm_shm_ringctl(p, r);
         tm_ring_t *ring = tm_shm_ring(p, r);
         /* ACQUIRE: pairs with the consumer's ACQ_REL claim of the side. */
-        if (__atomic_load_n(&rc->consumer, __ATOMIC_ACQUIRE) != s + 1)
+        if (__atomic_load_n(&rc->consumer, __ATOMIC_ACQUIRE) != x + 1)
             continue;
-        /* RELAXED: the consumer is dead, nobody else writes cons.tail now. */
+        /* RELAXED: the consumer is dead, and we alone recover it. */
         uint32_t c = __atomic_load_n(&ring->cons.tail, __ATOMIC_RELAXED);
         /* ACQUIRE: pairs with the producer's RELEASE tail store (slots visible). */
         uint32_t pt = __atomic_load_n(&ring->prod.tail, __ATOMIC_ACQUIRE);
         while (c != pt && pt - c <= p->ring_capacity) {
             uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[c & p->ring_mask]);
             /* ACQUIRE: pairs with the dead consumer's ACQ_REL claim CAS. */
-            if (h < p->capacity && __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE) == TM_OWN_HELD(s))
+            if (h < p->capacity && __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE) == TM_OWN_HELD(x))
                 c++;
             else
                 break;
@@ -554,10 +816,8 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t s, uint8_
         __atomic_store_n(&ring->cons.head, c, __ATOMIC_RELAXED); /* informational for SC */
         __atomic_store_n(&ring->cons.tail, c, __ATOMIC_RELEASE); /* pairs with producers' ACQUIRE */
     }
-    /* 2. Which handles sit published in rings s produced: those stay. */
     memset(inring, 0, p->capacity);
     for (uint32_t r = 0; r < p->nrings; r++) {
-        tm_shm_ringctl_t *rc = tm_shm_ringctl(p, r);
         tm_ring_t *ring = tm_shm_ring(p, r);
         /* ACQUIRE: a consumer's claims precede its RELEASE cons.tail store. */
         uint32_t c = __atomic_load_n(&ring->cons.tail, __ATOMIC_ACQUIRE);
@@ -569,56 +829,143 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t s, uint8_
             if (h < p->capacity)
                 inring[h] = 1;
         }
-        (void)rc;
     }
-    /* 3. Every object marked as s's (and not published in a ring) goes back. */
-    for (uint32_t h = 0; h < p->capacity; h++) {
-        /* ACQUIRE: pairs with the CASes that set it; tm_shm__give re-checks by CAS. */
-        uint32_t w = __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE);
-        if (w == TM_OWN_FREE || TM_OWN_SLOT(w) != s)
+}
+
+/* Give back everything dead slot x held, as recoverer r (which holds x's
+ * recovery mark).  Idempotent: a recoverer killed half-way leaves work the
+ * next one finishes (owner[] and the magazine states say where each object
+ * is at every step).  Returns the number of objects made available. */
+static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t r, uint32_t x,
+                                            tm_shm_scratch_t *sc) {
+    uint64_t freed = 0;
+    /* 1. Operations x left in the depot heads: finished, so every magazine
+     *    x had popped is OWNED(x) and every one it pushed is ON a stack. */
+    tm_shm__finish_heads(p, x);
+    /* 2. Rings. */
+    tm_shm__recover_rings(p, x, sc->inring);
+    /* 3. Take over x's magazines; their contents are rebuilt from owner[]. */
+    memset(sc->adopted, 0, p->nmags);
+    for (uint32_t m = 0; m < p->nmags; m++) {
+        /* ACQUIRE: pairs with the state CASes. */
+        uint64_t w = __atomic_load_n(&p->mags[m].state, __ATOMIC_ACQUIRE);
+        if (TM_M_KIND(w) != TM_M_OWNED || TM_M_WHO(w) != x)
             continue;
-        if (TM_OWN_KIND(w) == TM_K_RING && inring[h])
-            continue;
-        if (TM_OWN_KIND(w) == TM_K_HELD || TM_OWN_KIND(w) == TM_K_CACHED ||
-            TM_OWN_KIND(w) == TM_K_RING) {
-            uint32_t before = p->ctl->free_top;
-            tm_shm__give(p, &h, 1, w);
-            freed += p->ctl->free_top != before;
+        /* ACQ_REL: nobody else changes a dead slot's magazine; a CAS all the same. */
+        if (__atomic_compare_exchange_n(&p->mags[m].state, &w, TM_M_MAKE(TM_M_SEQ(w) + 1, TM_M_OWNED, r),
+                                        0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            sc->adopted[m] = 1;
+            p->mags[m].count = 0;
         }
     }
-    /* 4. Release the ring sides and the slot (last: it marks the work done). */
-    for (uint32_t r = 0; r < p->nrings; r++) {
-        tm_shm_ringctl_t *rc = tm_shm_ringctl(p, r);
-        uint32_t mine = s + 1;
+    /* 4. One pass over owner[]: rebuild the adopted magazines, and move every
+     *    object marked as x's (and not published in a ring) into magazines. */
+    uint32_t pm = TM_SHM_NIL;
+    for (uint32_t h = 0; h < p->capacity; h++) {
+        /* ACQUIRE: pairs with the CASes that set it. */
+        uint32_t w = __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE);
+        if (TM_OWN_KIND(w) == TM_K_MAG) {
+            if (w < p->nmags && sc->adopted[w] && p->mags[w].count < p->mag_size) {
+                tm_shm__mag_hs(p, w)[p->mags[w].count++] = h;
+                freed++;
+            }
+            continue;
+        }
+        if (TM_OWN_SLOT(w) != x || (TM_OWN_KIND(w) == TM_K_RING && sc->inring[h]))
+            continue;
+        if (pm != TM_SHM_NIL && p->mags[pm].count >= p->mag_size) {
+            tm_shm__push(p, TM_DEPOT_FULL, r, pm);
+            pm = TM_SHM_NIL;
+        }
+        if (pm == TM_SHM_NIL && (pm = tm_shm__pop_room(p, r)) == TM_SHM_NIL)
+            break; /* only a scribbled depot has no room */
+        /* ACQ_REL: a live process putting the same handle races us; one wins. */
+        if (__atomic_compare_exchange_n(&p->owner[h], &w, TM_OWN_MAG(pm), 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED)) {
+            tm_shm__mag_hs(p, pm)[p->mags[pm].count++] = h;
+            freed++;
+        }
+    }
+    if (pm != TM_SHM_NIL)
+        tm_shm__push(p, tm_shm__stack_for(p, p->mags[pm].count), r, pm);
+    for (uint32_t m = 0; m < p->nmags; m++)
+        if (sc->adopted[m])
+            tm_shm__push(p, tm_shm__stack_for(p, p->mags[m].count), r, m);
+    /* 5. Release the ring sides and the slot (last: it marks the work done). */
+    for (uint32_t q = 0; q < p->nrings; q++) {
+        tm_shm_ringctl_t *rc = tm_shm_ringctl(p, q);
+        uint32_t mine = x + 1;
         /* ACQ_REL: release the side only if the dead slot still holds it; the
          * next claimant's ACQ_REL CAS sees the ring as recovery left it. */
         __atomic_compare_exchange_n(&rc->producer, &mine, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-        mine = s + 1;
+        mine = x + 1;
         __atomic_compare_exchange_n(&rc->consumer, &mine, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
     }
-    p->slots[s].len = 0;
-    p->ctl->recovered += freed;
-    __atomic_store_n(&p->slots[s].start_time, 0, __ATOMIC_RELAXED); /* ordered by the RELEASE below */
+    p->slots[x].len = 0;
+    __atomic_add_fetch(&p->ctl->recovered, freed, __ATOMIC_RELAXED); /* a statistic */
+    __atomic_store_n(&p->slots[x].start_time, 0, __ATOMIC_RELAXED); /* ordered by the RELEASE below */
     /* RELEASE: a new claimant of the slot sees it emptied. */
-    __atomic_store_n(&p->slots[s].pid, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->slots[x].own, 0, __ATOMIC_RELEASE);
     return freed;
 }
 
-/* Recover slot s if it still belongs to (pid, start): two recoverers that both
- * judged it dead must not free the objects of a process that claimed it since.
- * Returns objects freed, or -1 if the slot changed hands, or a lock error. */
-static inline long long tm_shm_recover(tm_shm_pool_t *p, uint32_t s, int32_t pid, uint64_t start,
-                                       uint8_t *inring) {
-    if (s >= p->max_slots)
+/* Recover slot s, found dead as (pid, start), as recoverer r (the caller's
+ * own slot).  Takes s's recovery mark first, so that two recoverers never
+ * work on one slot and s is not reused meanwhile; also takes over and
+ * finishes the recoveries s itself was doing when it died.  Returns the
+ * objects made available, -1 if s changed hands or is being recovered by
+ * another, or a negative error. */
+static inline long long tm_shm_recover(tm_shm_pool_t *p, uint32_t r, uint32_t s, int32_t pid,
+                                       uint64_t start) {
+    if (s >= p->max_slots || r >= p->max_slots || s == r)
         return TM_SHM_ERANGE;
-    if (tm_shm_lock(p) != 0)
-        return TM_SHM_ELOCK;
-    long long freed = -1;
-    /* ACQUIRE: pair with the claimant's ACQ_REL pid CAS and RELEASE start_time store. */
-    if (__atomic_load_n(&p->slots[s].pid, __ATOMIC_ACQUIRE) == pid &&
-        __atomic_load_n(&p->slots[s].start_time, __ATOMIC_ACQUIRE) == start)
-        freed = (long long)tm_shm__recover_slot(p, s, inring);
-    tm_shm_unlock(p);
+    tm_shm_slot_t *sl = &p->slots[s];
+    /* ACQUIRE: pairs with the claimant's ACQ_REL CAS. */
+    uint64_t own = __atomic_load_n(&sl->own, __ATOMIC_ACQUIRE);
+    if (TM_SLOT_PID(own) != pid || TM_SLOT_REC(own) != 0)
+        return -1;
+    /* ACQ_REL: one recoverer wins; it sees what the dead owner wrote. */
+    if (!__atomic_compare_exchange_n(&sl->own, &own, own | ((uint64_t)(r + 1) << 32), 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return -1;
+    /* ACQUIRE: pairs with the claimant's RELEASE store.  A process that
+     * reused both the slot and the pid has another start time (or 0 until
+     * its store lands): give the mark back untouched. */
+    if (__atomic_load_n(&sl->start_time, __ATOMIC_ACQUIRE) != start) {
+        uint64_t marked = own | ((uint64_t)(r + 1) << 32);
+        /* ACQ_REL: undo our own mark only. */
+        __atomic_compare_exchange_n(&sl->own, &marked, own, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+        return -1;
+    }
+    tm_shm_scratch_t sc = {malloc(p->capacity ? p->capacity : 1), malloc(p->nmags),
+                           malloc(sizeof(uint32_t) * p->max_slots)};
+    long long freed = 0;
+    if (!sc.inring || !sc.adopted || !sc.work) {
+        uint64_t marked = own | ((uint64_t)(r + 1) << 32);
+        __atomic_compare_exchange_n(&sl->own, &marked, own, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+        freed = TM_SHM_ENOMEM;
+        goto out;
+    }
+    uint32_t nwork = 0;
+    sc.work[nwork++] = s;
+    while (nwork > 0) {
+        uint32_t x = sc.work[--nwork];
+        /* x may have died recovering others: take those over first. */
+        for (uint32_t y = 0; y < p->max_slots && nwork < p->max_slots; y++) {
+            uint64_t oy = __atomic_load_n(&p->slots[y].own, __ATOMIC_ACQUIRE);
+            if (y != x && TM_SLOT_REC(oy) == x + 1 &&
+                /* ACQ_REL: only one recoverer takes over a dead recoverer's work. */
+                __atomic_compare_exchange_n(&p->slots[y].own, &oy,
+                                            (oy & 0xFFFFFFFFull) | ((uint64_t)(r + 1) << 32), 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+                sc.work[nwork++] = y;
+        }
+        freed += (long long)tm_shm__recover_slot(p, r, x, &sc);
+    }
+out:
+    free(sc.inring);
+    free(sc.adopted);
+    free(sc.work);
     return freed;
 }
 
