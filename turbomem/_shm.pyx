@@ -43,15 +43,20 @@ cdef extern from *:
     unsigned __builtin_clz(unsigned x) nogil
 
 cdef extern from "turbomem/shm.h" nogil:
+    ctypedef struct tm_shm_head_t:
+        uint64_t word
     ctypedef struct tm_shm_ctl_t:
-        uint32_t free_top
-        uint32_t rebuilds
+        tm_shm_head_t heads[3]
         uint64_t recovered
+    ctypedef struct tm_shm_mag_t:
+        uint64_t state
+        uint32_t next
+        uint32_t count
     ctypedef struct tm_shm_slot_t:
-        int32_t pid
+        uint64_t own
         int32_t tid
-        uint64_t start_time
         uint32_t len
+        uint64_t start_time
     ctypedef struct tm_shm_ringctl_t:
         uint32_t producer
         uint32_t consumer
@@ -61,20 +66,31 @@ cdef extern from "turbomem/shm.h" nogil:
         uint32_t space_waiters
     ctypedef struct tm_shm_pool_t:
         tm_shm_ctl_t *ctl
-        uint32_t *free_arr
+        tm_shm_mag_t *mags
+        uint32_t *mag_hs
         uint32_t *owner
         tm_shm_slot_t *slots
         uint32_t *caches
         unsigned char *rings
         size_t ring_stride
         uint32_t capacity, cache_size, max_slots, nrings
+        uint32_t mag_size, nmags
         uint32_t ring_capacity, ring_mask
-    uint32_t TM_SHM_MAX_SLOTS, TM_SHM_MAX_RINGS
-    int TM_SHM_EEMPTY, TM_SHM_ERANGE, TM_SHM_ENOTHELD, TM_SHM_ELOCK, TM_SHM_EBUSY, TM_SHM_ECORRUPT
+    uint32_t TM_SHM_MAX_SLOTS, TM_SHM_MAX_RINGS, TM_SHM_MAX_MAGS
+    int TM_SHM_EEMPTY, TM_SHM_ERANGE, TM_SHM_ENOTHELD, TM_SHM_ENOMEM, TM_SHM_EBUSY, TM_SHM_ECORRUPT
     int TM_K_FREE, TM_K_HELD, TM_K_CACHED, TM_K_RING
+    int TM_DEPOT_STACKS, TM_OP_NONE, TM_M_ON, TM_M_OWNED
     uint32_t TM_OWN_KIND(uint32_t w)
     uint32_t TM_OWN_SLOT(uint32_t w)
     uint32_t TM_OWN_RINGNO(uint32_t w)
+    uint32_t TM_H_OP(uint64_t h)
+    uint32_t TM_H_TOP1(uint64_t h)
+    uint32_t TM_M_KIND(uint64_t w)
+    uint32_t TM_M_WHO(uint64_t w)
+    int32_t TM_SLOT_PID(uint64_t own)
+    uint32_t TM_SLOT_REC(uint64_t own)
+    void tm_shm_mag_geometry(uint32_t capacity, uint32_t cache_size, uint32_t max_slots,
+                             uint32_t *mag_size, uint32_t *nmags)
     tm_shm_ringctl_t *tm_shm_ringctl(const tm_shm_pool_t *p, uint32_t r)
     tm_ring_t *tm_shm_ring(const tm_shm_pool_t *p, uint32_t r)
     int tm_shm_pool_init(tm_shm_pool_t *p, uint32_t ring_capacity)
@@ -85,8 +101,7 @@ cdef extern from "turbomem/shm.h" nogil:
                              uint32_t n, uint32_t *bad)
     long tm_shm_ring_dequeue(tm_shm_pool_t *p, uint32_t r, uint32_t s, uint32_t *out, uint32_t n)
     long tm_shm_slot_claim(tm_shm_pool_t *p, int32_t pid, int32_t tid, uint64_t start)
-    long long tm_shm_recover(tm_shm_pool_t *p, uint32_t s, int32_t pid, uint64_t start,
-                             uint8_t *inring)
+    long long tm_shm_recover(tm_shm_pool_t *p, uint32_t r, uint32_t s, int32_t pid, uint64_t start)
     void tm_shm_notify(uint32_t *seq, uint32_t *waiters)
     uint32_t tm_shm_wait_begin(uint32_t *seq, uint32_t *waiters)
     void tm_shm_wait_sleep(uint32_t *seq, uint32_t s, long slice_ns)
@@ -97,6 +112,16 @@ MAX_RINGS = TM_SHM_MAX_RINGS
 RINGCTL_SIZE = sizeof(tm_shm_ringctl_t)
 CTL_SIZE = sizeof(tm_shm_ctl_t)
 SLOT_SIZE = sizeof(tm_shm_slot_t)
+MAG_SIZE = sizeof(tm_shm_mag_t)
+DEPOT_STACKS = ("full", "partial", "empty")
+
+
+def mag_geometry(uint32_t capacity, uint32_t cache_size, uint32_t max_slots):
+    """(mag_size, nmags) of a pool: shm.h's pure function, so that the layout
+    and every attacher agree with the C code."""
+    cdef uint32_t b, nm
+    tm_shm_mag_geometry(capacity, cache_size, max_slots, &b, &nm)
+    return b, nm
 OWNER_KINDS = {TM_K_FREE: "free", TM_K_HELD: "held", TM_K_CACHED: "cached", TM_K_RING: "ring"}
 
 
@@ -160,7 +185,10 @@ cdef class PoolView(_Mapped):
     def __cinit__(self, mm, dict lay, bint init, uint32_t ring_capacity):
         self._bind(mm)
         self.p.ctl = <tm_shm_ctl_t *>(self.base + <size_t>lay["off_ctl"])
-        self.p.free_arr = <uint32_t *>(self.base + <size_t>lay["off_free"])
+        self.p.mags = <tm_shm_mag_t *>(self.base + <size_t>lay["off_mags"])
+        self.p.mag_hs = <uint32_t *>(self.base + <size_t>lay["off_mag_hs"])
+        self.p.mag_size = lay["mag_size"]
+        self.p.nmags = lay["nmags"]
         self.p.owner = <uint32_t *>(self.base + <size_t>lay["off_owner"])
         self.p.slots = <tm_shm_slot_t *>(self.base + <size_t>lay["off_slots"])
         self.p.caches = <uint32_t *>(self.base + <size_t>lay["off_caches"])
@@ -175,7 +203,7 @@ cdef class PoolView(_Mapped):
         self.p.ring_capacity = rcap
         self.p.ring_mask = 0 if rcap <= 1 else (1u << (32 - __builtin_clz(rcap - 1))) - 1
         if init and tm_shm_pool_init(&self.p, ring_capacity) != 0:
-            raise OSError("could not initialise the shared pool's lock or rings")
+            raise OSError("could not initialise the shared pool's depot or rings")
 
     def ring_fields(self, uint32_t r):
         """(size, mask, capacity, flags) of pool ring r, for attach validation."""
@@ -195,9 +223,16 @@ cdef class PoolView(_Mapped):
         cdef tm_shm_slot_t *sl
         for s in range(self.p.max_slots):
             sl = &self.p.slots[s]
-            if sl.pid != 0:
-                out.append((s, sl.pid, sl.tid, sl.start_time, sl.len))
+            if sl.own != 0:
+                out.append((s, TM_SLOT_PID(sl.own), sl.tid, sl.start_time, sl.len))
         return out
+
+    def recovering(self):
+        """{slot: recoverer slot} of the slots whose recovery is under way."""
+        self._alive()
+        cdef uint32_t s
+        return {s: <long>TM_SLOT_REC(self.p.slots[s].own) - 1 for s in range(self.p.max_slots)
+                if TM_SLOT_REC(self.p.slots[s].own) != 0}
 
     def get(self, uint32_t slot):
         self._alive()
@@ -234,17 +269,14 @@ cdef class PoolView(_Mapped):
         self._alive()
         return tm_shm_flush(&self.p, slot)
 
-    def recover(self, uint32_t slot, int32_t pid, uint64_t start):
+    def recover(self, uint32_t me, uint32_t slot, int32_t pid, uint64_t start):
+        """Recover dead `slot` as recoverer `me` (the caller's own slot)."""
         self._alive()
-        cdef uint8_t *inring = <uint8_t *>malloc(self.p.capacity if self.p.capacity else 1)
         cdef long long freed
-        if inring == NULL:
-            raise MemoryError()
-        try:
-            with nogil:
-                freed = tm_shm_recover(&self.p, slot, pid, start, inring)
-        finally:
-            free(inring)
+        with nogil:
+            freed = tm_shm_recover(&self.p, me, slot, pid, start)
+        if freed == TM_SHM_ENOMEM:
+            raise MemoryError("no memory for the recovery's scratch arrays")
         return freed
 
     def owner_word(self, uint32_t h):
@@ -254,14 +286,17 @@ cdef class PoolView(_Mapped):
         return self.p.owner[h]
 
     def census(self):
-        """Counts of objects by owner kind, and per slot: {'free': n, 'held': {slot: n}, ...}."""
+        """Counts of objects by owner kind, and per slot: {'free': n, 'held': {slot: n}, ...},
+        and of magazines by place."""
         self._alive()
-        cdef uint32_t h, w
-        cdef dict held = {}, cached = {}, ring = {}
+        cdef uint32_t h, w, m
+        cdef uint64_t st
+        cdef dict held = {}, cached = {}, ring = {}, owned = {}
         cdef Py_ssize_t nfree = 0
+        cdef list on = [0, 0, 0]
         for h in range(self.p.capacity):
             w = self.p.owner[h]
-            if w == 0:
+            if TM_OWN_KIND(w) == TM_K_FREE:
                 nfree += 1
             elif TM_OWN_KIND(w) == TM_K_HELD:
                 held[TM_OWN_SLOT(w)] = held.get(TM_OWN_SLOT(w), 0) + 1
@@ -269,17 +304,66 @@ cdef class PoolView(_Mapped):
                 cached[TM_OWN_SLOT(w)] = cached.get(TM_OWN_SLOT(w), 0) + 1
             elif TM_OWN_KIND(w) == TM_K_RING:
                 ring[TM_OWN_RINGNO(w)] = ring.get(TM_OWN_RINGNO(w), 0) + 1
+        for m in range(self.p.nmags):
+            st = self.p.mags[m].state
+            if TM_M_KIND(st) == TM_M_ON and TM_M_WHO(st) < 3:
+                on[TM_M_WHO(st)] += 1
+            elif TM_M_KIND(st) == TM_M_OWNED:
+                owned[TM_M_WHO(st)] = owned.get(TM_M_WHO(st), 0) + 1
         return {"free": nfree, "held": held, "cached": cached, "ring": ring,
-                "free_top": self.p.ctl.free_top, "rebuilds": self.p.ctl.rebuilds,
+                "magazines": {"full": on[0], "partial": on[1], "empty": on[2], "owned": owned},
                 "recovered": self.p.ctl.recovered}
 
-    def free_handles(self):
-        """The free array's entries (a snapshot; exact when quiescent)."""
+    def depot_audit(self):
+        """Problems found walking the depot (exact only while nobody uses the
+        pool): each magazine on exactly one stack, in the place its state
+        names, holding only handles marked as in it, each handle once."""
         self._alive()
-        cdef uint32_t top = self.p.ctl.free_top
-        if top > self.p.capacity:
-            top = self.p.capacity
-        return [self.p.free_arr[i] for i in range(top)]
+        problems = []
+        cdef uint32_t k, m, m1, i, c, steps, h
+        cdef uint64_t hd
+        cdef bytearray seen = bytearray(self.p.nmags)
+        cdef bytearray listed = bytearray(self.p.capacity)
+        cdef Py_ssize_t nlisted = 0
+        for k in range(TM_DEPOT_STACKS):
+            hd = self.p.ctl.heads[k].word
+            if TM_H_OP(hd) != TM_OP_NONE:
+                problems.append(f"{DEPOT_STACKS[k]} stack has an unfinished operation")
+            m1 = TM_H_TOP1(hd)
+            steps = 0
+            while m1 != 0:
+                if m1 > self.p.nmags or steps > self.p.nmags:
+                    problems.append(f"{DEPOT_STACKS[k]} stack has a bad link")
+                    break
+                m = m1 - 1
+                steps += 1
+                if seen[m]:
+                    problems.append(f"magazine {m} is twice on the stacks")
+                    break
+                seen[m] = 1
+                st = self.p.mags[m].state
+                if TM_M_KIND(st) != TM_M_ON or TM_M_WHO(st) != k:
+                    problems.append(f"magazine {m} on the {DEPOT_STACKS[k]} stack has state {st:#x}")
+                c = self.p.mags[m].count
+                if c > self.p.mag_size or (k == 0 and c != self.p.mag_size) or \
+                        (k == 1 and not 0 < c < self.p.mag_size) or (k == 2 and c != 0):
+                    problems.append(f"magazine {m} on the {DEPOT_STACKS[k]} stack holds {c}")
+                    c = min(c, self.p.mag_size)
+                for i in range(c):
+                    h = self.p.mag_hs[<size_t>m * self.p.mag_size + i]
+                    if h >= self.p.capacity or self.p.owner[h] != m:
+                        problems.append(f"magazine {m} lists handle {h}, not marked as in it")
+                    elif listed[h]:
+                        problems.append(f"handle {h} is listed twice in the depot")
+                    else:
+                        listed[h] = 1
+                        nlisted += 1
+                m1 = self.p.mags[m].next
+        for m in range(self.p.nmags):
+            if not seen[m]:
+                st = self.p.mags[m].state
+                problems.append(f"magazine {m} is on no stack (state {st:#x})")
+        return problems, nlisted
 
     def ring_state(self, uint32_t r):
         self._alive()

@@ -55,7 +55,7 @@ from .errors import (
 __all__ = ["SharedPool", "SharedRing", "SHM_DIR", "LAYOUT_VERSION", "MAGIC"]
 
 MAGIC = b"TurboMem"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the lock-free magazine depot (1: a free array under a robust mutex)
 KIND_POOL = 1
 KIND_RING = 2
 KIND_NAMES = {KIND_POOL: "pool", KIND_RING: "ring"}
@@ -77,12 +77,15 @@ RING_FLAG_SP, RING_FLAG_SC = 1, 2
 _HEADER = struct.Struct(
     "<8s I I I I Q I I"      # magic version kind header_size endian total_size ready flags
     " I I Q I I I I I I"     # capacity obj_size stride cache_size max_slots nrings ring_capacity ring_flags page_size
-    " Q Q Q Q Q Q Q Q Q"     # off_ctl off_free off_owner off_slots off_caches off_rings ring_stride off_objects objects_size
+    " I I"                   # mag_size nmags
+    " Q Q Q Q Q Q Q Q Q Q"   # off_ctl off_mags off_mag_hs off_owner off_slots off_caches off_rings ring_stride
+                             # off_objects objects_size
 )
 _CHECKSUM = struct.Struct("<Q")
 _FIELDS = ("magic version kind header_size endian total_size ready flags "
            "capacity obj_size stride cache_size max_slots nrings ring_capacity ring_flags page_size "
-           "off_ctl off_free off_owner off_slots off_caches off_rings ring_stride off_objects "
+           "mag_size nmags off_ctl off_mags off_mag_hs off_owner off_slots off_caches off_rings ring_stride "
+           "off_objects "
            "objects_size").split()
 _READY_AT = 8 + 4 * 4 + 8  # byte offset of `ready`
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
@@ -114,10 +117,13 @@ def pool_layout(capacity: int, obj_size: int, cache_size: int, max_slots: int, n
     lay = {"capacity": capacity, "obj_size": obj_size, "stride": stride, "cache_size": cache_size,
            "max_slots": max_slots, "nrings": nrings, "ring_capacity": ring_capacity,
            "page_size": page_size}
+    lay["mag_size"], lay["nmags"] = _shm.mag_geometry(capacity, cache_size, max_slots)
     lay["off_ctl"] = off
     off = _up(off + _shm.CTL_SIZE, CACHE_LINE)
-    lay["off_free"] = off
-    off = _up(off + 4 * capacity, CACHE_LINE)
+    lay["off_mags"] = off
+    off = _up(off + _shm.MAG_SIZE * lay["nmags"], CACHE_LINE)
+    lay["off_mag_hs"] = off
+    off = _up(off + 4 * lay["mag_size"] * lay["nmags"], CACHE_LINE)
     lay["off_owner"] = off
     off = _up(off + 4 * capacity, CACHE_LINE)
     lay["off_slots"] = off
@@ -146,7 +152,8 @@ def ring_layout(capacity: int, page_size: int) -> dict[str, int]:
     lay["off_ctl"] = HEADER_SIZE
     lay["off_rings"] = HEADER_SIZE
     lay["ring_stride"] = _up(_shm.RINGCTL_SIZE + _shm.ring_memsize(capacity), CACHE_LINE)
-    for k in ("off_free", "off_owner", "off_slots", "off_caches", "objects_size"):
+    for k in ("mag_size", "nmags", "off_mags", "off_mag_hs", "off_owner", "off_slots", "off_caches",
+              "objects_size"):
         lay[k] = 0
     lay["off_objects"] = _up(HEADER_SIZE + lay["ring_stride"], page_size)
     lay["total_size"] = lay["off_objects"]

@@ -67,13 +67,16 @@
  * CACHES live in the mapping (cache s at caches + s * cache_size) and are
  *   touched only by their slot's thread.
  *
- * SLOTS: slots[s].own is one 64-bit word, pid (low 32) and recoverer slot + 1
- *   (high 32).  A thread claims a free slot by CAS 0 -> pid; a recoverer takes
- *   a dead slot by CAS (pid, 0) -> (pid, r + 1) and gives it back by storing
- *   0 after the work, so two recoverers never work on one slot and a slot is
- *   never reused while a recoverer may still touch owner words marked with
- *   it.  A recoverer that dies leaves its mark: whoever recovers the
- *   recoverer also takes over (CAS) and finishes the slots it was recovering.
+ * SLOTS: slots[s].own is one 64-bit word, pid (low 32) and the pid of its
+ *   recoverer (high 32).  A thread claims a free slot by CAS 0 -> pid; a
+ *   recoverer takes a dead slot by CAS (pid, 0) -> (pid, its pid) and gives
+ *   it back by storing 0 after the work, so two recoverers never work on one
+ *   slot and a slot is never reused while a recoverer may still touch owner
+ *   words marked with it.  The recoverer works AS the dead slot (its pops
+ *   and marks name the dead slot), so if it dies too, everything is still
+ *   the dead slot's: the next recoverer, finding the mark's pid dead, takes
+ *   the mark over by CAS and redoes the (idempotent) recovery.  A detaching
+ *   thread releases its own slot the same way (tm_shm_release).
  *
  * POOL RINGS are ring.h rings in the mapping, used single-producer /
  *   single-consumer with the producer and consumer recorded (claimed by CAS)
@@ -172,14 +175,15 @@ typedef struct tm_shm_mag {
 
 /* One per thread of a process using the pool.  own == 0: free slot. */
 typedef struct tm_shm_slot {
-    uint64_t own;        /* pid (low 32) | recoverer slot + 1 (high 32) */
+    uint64_t own;        /* pid (low 32) | pid of its recoverer, 0 none (high 32) */
     int32_t tid;
     uint32_t len;        /* cache length, written by the slot's thread only */
     uint64_t start_time; /* /proc/pid/stat starttime: guards against pid reuse */
-    uint32_t pad_[10];
+    uint64_t rec_start;  /* the recoverer's start time (0: judge it by pid alone) */
+    uint32_t pad_[8];
 } tm_shm_slot_t;
 #define TM_SLOT_PID(own) ((int32_t)(uint32_t)(own))
-#define TM_SLOT_REC(own) ((uint32_t)((own) >> 32))
+#define TM_SLOT_REC(own) ((uint32_t)((own) >> 32)) /* the recoverer's pid */
 
 /* Control of one ring (pool ring or standalone); 128 bytes. */
 typedef struct tm_shm_ringctl {
@@ -772,15 +776,8 @@ static inline long tm_shm_slot_claim(tm_shm_pool_t *p, int32_t pid, int32_t tid,
 
 /* ---- recovery ------------------------------------------------------------ */
 
-/* Scratch memory of one recovery: capacity + nmags bytes, and max_slots words. */
-typedef struct tm_shm_scratch {
-    uint8_t *inring;  /* capacity: handle published in some ring */
-    uint8_t *adopted; /* nmags: magazine taken over from the dead slot */
-    uint32_t *work;   /* max_slots: slots still to recover */
-} tm_shm_scratch_t;
-
 /* Finish whatever dead slot x left written in a depot head: afterwards no
- * head names x, and none ever will again (x is dead). */
+ * head names x, until x's recoverer (working as x) writes one. */
 static inline void tm_shm__finish_heads(tm_shm_pool_t *p, uint32_t x) {
     for (uint32_t k = 0; k < TM_DEPOT_STACKS; k++)
         for (;;) {
@@ -832,52 +829,68 @@ static inline void tm_shm__recover_rings(tm_shm_pool_t *p, uint32_t x, uint8_t *
     }
 }
 
-/* Give back everything dead slot x held, as recoverer r (which holds x's
- * recovery mark).  Idempotent: a recoverer killed half-way leaves work the
- * next one finishes (owner[] and the magazine states say where each object
- * is at every step).  Returns the number of objects made available. */
-static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t r, uint32_t x,
-                                            tm_shm_scratch_t *sc) {
-    uint64_t freed = 0;
+/* Rebuild the magazines OWNED(x) from owner[] (their lists are hints a
+ * killed owner may have left half-written) and push each on its stack.
+ * `mine` (nmags bytes) is scratch. */
+static inline uint64_t tm_shm__return_mags(tm_shm_pool_t *p, uint32_t x, uint8_t *mine) {
+    uint64_t n = 0;
+    int any = 0;
+    for (uint32_t m = 0; m < p->nmags; m++) {
+        /* ACQUIRE: pairs with the state CASes (x's pops, finished by helpers). */
+        uint64_t w = __atomic_load_n(&p->mags[m].state, __ATOMIC_ACQUIRE);
+        mine[m] = TM_M_KIND(w) == TM_M_OWNED && TM_M_WHO(w) == x;
+        if (mine[m]) {
+            p->mags[m].count = 0;
+            any = 1;
+        }
+    }
+    if (!any)
+        return 0;
+    for (uint32_t h = 0; h < p->capacity; h++) {
+        /* RELAXED: MAG(m) of a magazine x owns changes only by x's worker: us. */
+        uint32_t w = __atomic_load_n(&p->owner[h], __ATOMIC_RELAXED);
+        if (TM_OWN_KIND(w) == TM_K_MAG && w < p->nmags && mine[w] && p->mags[w].count < p->mag_size) {
+            tm_shm__mag_hs(p, w)[p->mags[w].count++] = h;
+            n++;
+        }
+    }
+    for (uint32_t m = 0; m < p->nmags; m++)
+        if (mine[m])
+            tm_shm__push(p, tm_shm__stack_for(p, p->mags[m].count), x, m);
+    return n;
+}
+
+/* Give back everything slot x holds: its magazines, cache and handed-out
+ * objects, and its marked but unpublished ring entries.  Run by x's
+ * recoverer (which holds x's recovery mark, so it runs alone) working AS x:
+ * every magazine it pops is OWNED(x) and every object it moves is marked
+ * with x until it lands in a magazine.  So a recoverer killed half-way
+ * leaves nothing of its own: the next one redoes this from the start
+ * (every step is idempotent), and x owns at most one magazine at a time
+ * besides those it had when it died.  Returns the objects made available. */
+static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t x, uint8_t *inring,
+                                            uint8_t *mine) {
     /* 1. Operations x left in the depot heads: finished, so every magazine
      *    x had popped is OWNED(x) and every one it pushed is ON a stack. */
     tm_shm__finish_heads(p, x);
     /* 2. Rings. */
-    tm_shm__recover_rings(p, x, sc->inring);
-    /* 3. Take over x's magazines; their contents are rebuilt from owner[]. */
-    memset(sc->adopted, 0, p->nmags);
-    for (uint32_t m = 0; m < p->nmags; m++) {
-        /* ACQUIRE: pairs with the state CASes. */
-        uint64_t w = __atomic_load_n(&p->mags[m].state, __ATOMIC_ACQUIRE);
-        if (TM_M_KIND(w) != TM_M_OWNED || TM_M_WHO(w) != x)
-            continue;
-        /* ACQ_REL: nobody else changes a dead slot's magazine; a CAS all the same. */
-        if (__atomic_compare_exchange_n(&p->mags[m].state, &w, TM_M_MAKE(TM_M_SEQ(w) + 1, TM_M_OWNED, r),
-                                        0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-            sc->adopted[m] = 1;
-            p->mags[m].count = 0;
-        }
-    }
-    /* 4. One pass over owner[]: rebuild the adopted magazines, and move every
-     *    object marked as x's (and not published in a ring) into magazines. */
+    tm_shm__recover_rings(p, x, inring);
+    /* 3. x's magazines, rebuilt from owner[], back on the stacks. */
+    uint64_t freed = tm_shm__return_mags(p, x, mine);
+    /* 4. Every object marked as x's (and not published in a ring) into
+     *    magazines. */
     uint32_t pm = TM_SHM_NIL;
     for (uint32_t h = 0; h < p->capacity; h++) {
         /* ACQUIRE: pairs with the CASes that set it. */
         uint32_t w = __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE);
-        if (TM_OWN_KIND(w) == TM_K_MAG) {
-            if (w < p->nmags && sc->adopted[w] && p->mags[w].count < p->mag_size) {
-                tm_shm__mag_hs(p, w)[p->mags[w].count++] = h;
-                freed++;
-            }
-            continue;
-        }
-        if (TM_OWN_SLOT(w) != x || (TM_OWN_KIND(w) == TM_K_RING && sc->inring[h]))
+        if (TM_OWN_KIND(w) == TM_K_MAG || TM_OWN_SLOT(w) != x ||
+            (TM_OWN_KIND(w) == TM_K_RING && inring[h]))
             continue;
         if (pm != TM_SHM_NIL && p->mags[pm].count >= p->mag_size) {
-            tm_shm__push(p, TM_DEPOT_FULL, r, pm);
+            tm_shm__push(p, TM_DEPOT_FULL, x, pm);
             pm = TM_SHM_NIL;
         }
-        if (pm == TM_SHM_NIL && (pm = tm_shm__pop_room(p, r)) == TM_SHM_NIL)
+        if (pm == TM_SHM_NIL && (pm = tm_shm__pop_room(p, x)) == TM_SHM_NIL)
             break; /* only a scribbled depot has no room */
         /* ACQ_REL: a live process putting the same handle races us; one wins. */
         if (__atomic_compare_exchange_n(&p->owner[h], &w, TM_OWN_MAG(pm), 0, __ATOMIC_ACQ_REL,
@@ -887,86 +900,73 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t r, uint32
         }
     }
     if (pm != TM_SHM_NIL)
-        tm_shm__push(p, tm_shm__stack_for(p, p->mags[pm].count), r, pm);
-    for (uint32_t m = 0; m < p->nmags; m++)
-        if (sc->adopted[m])
-            tm_shm__push(p, tm_shm__stack_for(p, p->mags[m].count), r, m);
+        tm_shm__push(p, tm_shm__stack_for(p, p->mags[pm].count), x, pm);
     /* 5. Release the ring sides and the slot (last: it marks the work done). */
     for (uint32_t q = 0; q < p->nrings; q++) {
         tm_shm_ringctl_t *rc = tm_shm_ringctl(p, q);
-        uint32_t mine = x + 1;
+        uint32_t held = x + 1;
         /* ACQ_REL: release the side only if the dead slot still holds it; the
          * next claimant's ACQ_REL CAS sees the ring as recovery left it. */
-        __atomic_compare_exchange_n(&rc->producer, &mine, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-        mine = x + 1;
-        __atomic_compare_exchange_n(&rc->consumer, &mine, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+        __atomic_compare_exchange_n(&rc->producer, &held, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+        held = x + 1;
+        __atomic_compare_exchange_n(&rc->consumer, &held, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
     }
     p->slots[x].len = 0;
     __atomic_add_fetch(&p->ctl->recovered, freed, __ATOMIC_RELAXED); /* a statistic */
     __atomic_store_n(&p->slots[x].start_time, 0, __ATOMIC_RELAXED); /* ordered by the RELEASE below */
+    __atomic_store_n(&p->slots[x].rec_start, 0, __ATOMIC_RELAXED);
     /* RELEASE: a new claimant of the slot sees it emptied. */
     __atomic_store_n(&p->slots[x].own, 0, __ATOMIC_RELEASE);
     return freed;
 }
 
-/* Recover slot s, found dead as (pid, start), as recoverer r (the caller's
- * own slot).  Takes s's recovery mark first, so that two recoverers never
- * work on one slot and s is not reused meanwhile; also takes over and
- * finishes the recoveries s itself was doing when it died.  Returns the
- * objects made available, -1 if s changed hands or is being recovered by
- * another, or a negative error. */
-static inline long long tm_shm_recover(tm_shm_pool_t *p, uint32_t r, uint32_t s, int32_t pid,
-                                       uint64_t start) {
-    if (s >= p->max_slots || r >= p->max_slots || s == r)
+/* Take slot s's recovery mark and recover it.  s must still be (pid, start)
+ * and marked `rec` (0: nobody recovers it; else the pid of a recoverer the
+ * caller found dead).  `me`/`me_start`: the caller's pid and start time,
+ * the new mark.  Returns the objects made available, -1 if s changed hands
+ * or someone else holds its mark, or a negative error. */
+static inline long long tm_shm_recover(tm_shm_pool_t *p, uint32_t s, int32_t pid, uint64_t start,
+                                       uint32_t rec, int32_t me, uint64_t me_start) {
+    if (s >= p->max_slots || me <= 0)
         return TM_SHM_ERANGE;
     tm_shm_slot_t *sl = &p->slots[s];
-    /* ACQUIRE: pairs with the claimant's ACQ_REL CAS. */
-    uint64_t own = __atomic_load_n(&sl->own, __ATOMIC_ACQUIRE);
-    if (TM_SLOT_PID(own) != pid || TM_SLOT_REC(own) != 0)
-        return -1;
-    /* ACQ_REL: one recoverer wins; it sees what the dead owner wrote. */
-    if (!__atomic_compare_exchange_n(&sl->own, &own, own | ((uint64_t)(r + 1) << 32), 0,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+    uint64_t want = (uint64_t)(uint32_t)pid | ((uint64_t)rec << 32);
+    uint64_t mark = (uint64_t)(uint32_t)pid | ((uint64_t)(uint32_t)me << 32);
+    /* ACQ_REL: one recoverer wins; it sees what the dead owner (or dead
+     * recoverer) wrote, through their slot CASes and the objects' CASes. */
+    if (!__atomic_compare_exchange_n(&sl->own, &want, mark, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
         return -1;
     /* ACQUIRE: pairs with the claimant's RELEASE store.  A process that
      * reused both the slot and the pid has another start time (or 0 until
      * its store lands): give the mark back untouched. */
     if (__atomic_load_n(&sl->start_time, __ATOMIC_ACQUIRE) != start) {
-        uint64_t marked = own | ((uint64_t)(r + 1) << 32);
         /* ACQ_REL: undo our own mark only. */
-        __atomic_compare_exchange_n(&sl->own, &marked, own, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+        __atomic_compare_exchange_n(&sl->own, &mark, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
         return -1;
     }
-    tm_shm_scratch_t sc = {malloc(p->capacity ? p->capacity : 1), malloc(p->nmags),
-                           malloc(sizeof(uint32_t) * p->max_slots)};
-    long long freed = 0;
-    if (!sc.inring || !sc.adopted || !sc.work) {
-        uint64_t marked = own | ((uint64_t)(r + 1) << 32);
-        __atomic_compare_exchange_n(&sl->own, &marked, own, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+    /* RELAXED: read only to judge our liveness if we die (0: by pid alone). */
+    __atomic_store_n(&sl->rec_start, me_start, __ATOMIC_RELAXED);
+    uint8_t *inring = malloc(p->capacity ? p->capacity : 1), *mine = malloc(p->nmags);
+    long long freed;
+    if (!inring || !mine) {
+        __atomic_compare_exchange_n(&sl->own, &mark, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
         freed = TM_SHM_ENOMEM;
-        goto out;
+    } else {
+        freed = (long long)tm_shm__recover_slot(p, s, inring, mine);
     }
-    uint32_t nwork = 0;
-    sc.work[nwork++] = s;
-    while (nwork > 0) {
-        uint32_t x = sc.work[--nwork];
-        /* x may have died recovering others: take those over first. */
-        for (uint32_t y = 0; y < p->max_slots && nwork < p->max_slots; y++) {
-            uint64_t oy = __atomic_load_n(&p->slots[y].own, __ATOMIC_ACQUIRE);
-            if (y != x && TM_SLOT_REC(oy) == x + 1 &&
-                /* ACQ_REL: only one recoverer takes over a dead recoverer's work. */
-                __atomic_compare_exchange_n(&p->slots[y].own, &oy,
-                                            (oy & 0xFFFFFFFFull) | ((uint64_t)(r + 1) << 32), 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-                sc.work[nwork++] = y;
-        }
-        freed += (long long)tm_shm__recover_slot(p, r, x, &sc);
-    }
-out:
-    free(sc.inring);
-    free(sc.adopted);
-    free(sc.work);
+    free(inring);
+    free(mine);
     return freed;
+}
+
+/* A live slot detaching (its thread or process is done): give back all it
+ * holds, as its recovery would.  It marks itself first, so that if the
+ * process dies half-way its slot is recovered like any dead one's. */
+static inline long long tm_shm_release(tm_shm_pool_t *p, uint32_t s, int32_t me, uint64_t me_start) {
+    if (s >= p->max_slots || me <= 0)
+        return TM_SHM_ERANGE;
+    return tm_shm_recover(p, s, me, __atomic_load_n(&p->slots[s].start_time, __ATOMIC_ACQUIRE), 0,
+                          me, me_start);
 }
 
 #endif /* TURBOMEM_SHM_H */
