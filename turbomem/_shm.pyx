@@ -57,6 +57,7 @@ cdef extern from "turbomem/shm.h" nogil:
         int32_t tid
         uint32_t len
         uint64_t start_time
+        uint64_t rec_start
     ctypedef struct tm_shm_ringctl_t:
         uint32_t producer
         uint32_t consumer
@@ -101,7 +102,9 @@ cdef extern from "turbomem/shm.h" nogil:
                              uint32_t n, uint32_t *bad)
     long tm_shm_ring_dequeue(tm_shm_pool_t *p, uint32_t r, uint32_t s, uint32_t *out, uint32_t n)
     long tm_shm_slot_claim(tm_shm_pool_t *p, int32_t pid, int32_t tid, uint64_t start)
-    long long tm_shm_recover(tm_shm_pool_t *p, uint32_t r, uint32_t s, int32_t pid, uint64_t start)
+    long long tm_shm_recover(tm_shm_pool_t *p, uint32_t s, int32_t pid, uint64_t start, uint32_t rec,
+                             int32_t me, uint64_t me_start)
+    long long tm_shm_release(tm_shm_pool_t *p, uint32_t s, int32_t me, uint64_t me_start)
     void tm_shm_notify(uint32_t *seq, uint32_t *waiters)
     uint32_t tm_shm_wait_begin(uint32_t *seq, uint32_t *waiters)
     void tm_shm_wait_sleep(uint32_t *seq, uint32_t s, long slice_ns)
@@ -228,11 +231,12 @@ cdef class PoolView(_Mapped):
         return out
 
     def recovering(self):
-        """{slot: recoverer slot} of the slots whose recovery is under way."""
+        """{slot: (recoverer pid, its start time)} of the slots whose recovery
+        (or release) is under way or was cut short by the recoverer's death."""
         self._alive()
         cdef uint32_t s
-        return {s: <long>TM_SLOT_REC(self.p.slots[s].own) - 1 for s in range(self.p.max_slots)
-                if TM_SLOT_REC(self.p.slots[s].own) != 0}
+        return {s: (TM_SLOT_REC(self.p.slots[s].own), self.p.slots[s].rec_start)
+                for s in range(self.p.max_slots) if TM_SLOT_REC(self.p.slots[s].own) != 0}
 
     def get(self, uint32_t slot):
         self._alive()
@@ -269,12 +273,25 @@ cdef class PoolView(_Mapped):
         self._alive()
         return tm_shm_flush(&self.p, slot)
 
-    def recover(self, uint32_t me, uint32_t slot, int32_t pid, uint64_t start):
-        """Recover dead `slot` as recoverer `me` (the caller's own slot)."""
+    def recover(self, uint32_t slot, int32_t pid, uint64_t start, uint32_t rec, int32_t me,
+                uint64_t me_start):
+        """Recover `slot`, found dead as (pid, start) and marked by recoverer
+        pid `rec` (0: none; else one found dead), as process (me, me_start).
+        Returns the objects made available, or -1 if the slot changed hands."""
         self._alive()
         cdef long long freed
         with nogil:
-            freed = tm_shm_recover(&self.p, me, slot, pid, start)
+            freed = tm_shm_recover(&self.p, slot, pid, start, rec, me, me_start)
+        if freed == TM_SHM_ENOMEM:
+            raise MemoryError("no memory for the recovery's scratch arrays")
+        return freed
+
+    def release_slot(self, uint32_t slot, int32_t me, uint64_t me_start):
+        """This process's live slot detaching: give back all it holds."""
+        self._alive()
+        cdef long long freed
+        with nogil:
+            freed = tm_shm_release(&self.p, slot, me, me_start)
         if freed == TM_SHM_ENOMEM:
             raise MemoryError("no memory for the recovery's scratch arrays")
         return freed

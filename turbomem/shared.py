@@ -1,8 +1,8 @@
 """Pools and rings shared between processes (issue 13).
 
 One shared mapping holds everything: a 4 KB header, then the control area
-(lock, free array, per-object owner words, per-thread slots and their caches,
-rings), then the object region.  The mapping is a memfd (anonymous; passed to
+(the depot of magazines, per-object owner words, per-thread slots and their
+caches, rings), then the object region.  The mapping is a memfd (anonymous; passed to
 other processes as a file descriptor) or, when a name is given, a file in
 /dev/shm created with mode 0600.  It holds offsets only: each process maps it
 wherever the kernel puts it and builds its own pointers.
@@ -634,7 +634,7 @@ def _liveness(pid: int, start: int) -> tuple[bool, str]:
     Without pidfd_open (ENOSYS, or seccomp's EPERM): kill(pid, 0), the state
     letter from /proc/PID/stat (Z, X: dead) and the same start-time guard.
     start == 0 is a slot still being claimed: judged by the pid alone."""
-    if pid <= 0:
+    if not 0 < pid <= 0x7FFFFFFF:  # 0: none; beyond: not a pid (a scribbled word)
         return False, "no pid"
     try:
         fd = _sys.pidfd_open(pid)
@@ -958,14 +958,19 @@ class SharedPool(_shm.PoolFast):
     # ---- recovery and accounting -------------------------------------------------
 
     def recover(self) -> dict[str, Any]:
-        """Give back every object (and ring side) held by dead processes."""
+        """Give back every object (and ring side) held by dead processes, and
+        finish recoveries whose recoverer died half-way."""
         self._check()
         slots, objects = [], 0
-        mypid = os.getpid()
+        me, me_start = _me()
+        marks = self._v.recovering()
         for s, pid, _tid, start, _len in self._v.slots():
-            if pid == mypid or _is_alive(pid, start):
+            rec, rec_start = marks.get(s, (0, 0))
+            if pid == me or _is_alive(pid, start):
                 continue
-            freed = self._v.recover(s, pid, start)
+            if rec and (rec == me or _is_alive(rec, rec_start)):
+                continue  # a live recoverer is at work on it
+            freed = self._v.recover(s, pid, start, rec, me, me_start)
             if freed >= 0:
                 slots.append({"slot": s, "pid": pid, "objects": freed})
                 objects += freed
@@ -978,20 +983,15 @@ class SharedPool(_shm.PoolFast):
         return self._v.census()
 
     def audit(self) -> dict[str, Any]:
-        """Check that every object is in exactly one place (the free array,
-        a cache, a ring, or a holder) and that the free array agrees with the
-        owner words.  Exact only while no other process uses the pool."""
+        """Check that every object is in exactly one place (a depot magazine,
+        a cache, a ring, or a holder), that the depot's stacks and magazines
+        agree with the owner words, and that each magazine is on one stack.
+        Exact only while no other process (or thread) uses the pool."""
         self._check()
         c = self._v.census()
-        free = self._v.free_handles()
-        problems = []
-        if len(set(free)) != len(free):
-            problems.append("an object is twice on the free array")
-        if len(free) != c["free"]:
-            problems.append(f"free array holds {len(free)}, owner words say {c['free']} free")
-        bad = [h for h in free if self._v.owner_word(h) != 0]
-        if bad:
-            problems.append(f"{len(bad)} objects on the free array are marked as owned")
+        problems, listed = self._v.depot_audit()
+        if listed != c["free"]:
+            problems.append(f"depot magazines list {listed} handles, owner words say {c['free']} are in them")
         seen: dict[int, int] = {}
         for r in range(self.nrings):
             for h in self._v.ring_handles(r):
@@ -1024,7 +1024,7 @@ class SharedPool(_shm.PoolFast):
                 "capacity": self.capacity, "available": c["free"] + sum(c["cached"].values()),
                 "in_use": self.capacity - c["free"] - sum(c["cached"].values()),
                 "processes": len({pid for _s, pid, *_ in self._v.slots()}),
-                "recovered_total": c["recovered"], "lock_repairs": c["rebuilds"]}
+                "recovered_total": c["recovered"], "magazines": c["magazines"]}
 
     def hugepage_report(self) -> dict[str, Any]:
         """Page size and huge-page coverage of the mapping, and why."""
@@ -1054,9 +1054,9 @@ class SharedPool(_shm.PoolFast):
             return
         if self._gen == _fork_generation:
             pid, start = _me()
-            for s, spid, _tid, sstart, _len in self._v.slots():
+            for s, spid, _tid, _sstart, _len in self._v.slots():
                 if spid == pid and s in self._mine:
-                    self._v.recover(s, spid, sstart)
+                    self._v.release_slot(s, pid, start)
         self._closed = True
         self._unbind_view()
         self._objects = None

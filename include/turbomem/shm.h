@@ -354,6 +354,8 @@ static inline uint32_t tm_shm__pop(tm_shm_pool_t *p, uint32_t k, uint32_t s) {
          * release sequence.  Failure ACQUIRE: we read the new head next. */
         if (__atomic_compare_exchange_n(head, &h, d, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
             tm_shm__help(p, k, d); /* returns only once the pop is complete */
+            if (p->mags[m1 - 1].count > p->mag_size) /* scribbled: ours now, never index past it */
+                p->mags[m1 - 1].count = p->mag_size;
             return m1 - 1;
         }
     }

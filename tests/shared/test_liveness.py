@@ -114,7 +114,8 @@ def test_recover_uses_liveness_and_spares_a_live_owner_with_a_reused_look():
                 time.sleep(0.005)
             assert p.recover()["objects"] == 0  # alive: nothing taken from it
             (s,) = [s for s, spid, *_ in p._v.slots() if spid == pid]
-            assert p._v.recover(s, pid, start + 1) == -1  # the C side re-checks the start time too
+            me, me_start = sh._me()
+            assert p._v.recover(s, pid, start + 1, 0, me, me_start) == -1  # the C side re-checks the start time too
         finally:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)

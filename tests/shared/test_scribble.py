@@ -22,7 +22,7 @@ def _scribble_and_use(seed: int) -> None:
     p.ring(0).enqueue_bulk(held[:5])
     lay = p._lay
     mm = p._m.mm
-    start = lay["off_ctl"] + 40 + 8  # keep the robust mutex itself (see docs/shared.md, limits)
+    start = lay["off_ctl"]  # all of it: the depot heads, magazines, owner words, slots, caches, rings
     end = lay["off_objects"]
     for _ in range(rnd.choice([1, 10, 200, 5000])):
         off = rnd.randrange(start, end - 4)
