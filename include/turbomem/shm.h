@@ -78,13 +78,13 @@
  *   the mark over by CAS and redoes the (idempotent) recovery.  A detaching
  *   thread releases its own slot the same way (tm_shm_release).
  *
- * POOL RINGS are ring.h rings in the mapping, used single-producer /
- *   single-consumer with the producer and consumer recorded (claimed by CAS)
- *   in the ring's control block.  Enqueue marks RING(r, s) before publishing
- *   prod.tail; dequeue claims HELD(c) before publishing cons.tail.  A dead
- *   producer's published handles stay in the ring; its marked but unpublished
- *   ones are freed.  A dead consumer's claimed but unpublished prefix is
- *   skipped (cons.tail advanced over it) and freed.
+ * POOL RINGS are multi-producer, multi-consumer rings of cells that name
+ *   their claimant (see "pool rings" below).  Enqueue claims cells, marks
+ *   each handle RING(r, s), then publishes; dequeue takes a handle by CAS on
+ *   its owner word, RING -> HELD(c).  A dead producer's published handles
+ *   stay in the ring; its claimed cells become tombstones and its marked but
+ *   unpublished handles go back.  A dead consumer's taken handles go back
+ *   (HELD); the cells it did not retire are retired by the next consumer.
  *
  * FUTEX WAITS: data_seq / space_seq are futex words in the mapping.  A waiter
  *   increments the waiter count (SEQ_CST), re-checks the ring, then sleeps on
@@ -185,11 +185,9 @@ typedef struct tm_shm_slot {
 #define TM_SLOT_PID(own) ((int32_t)(uint32_t)(own))
 #define TM_SLOT_REC(own) ((uint32_t)((own) >> 32)) /* the recoverer's pid */
 
-/* Control of one ring (pool ring or standalone); 128 bytes. */
+/* Control of one ring (pool ring or standalone): its futex words; 128 bytes. */
 typedef struct tm_shm_ringctl {
-    uint32_t producer;      /* pool rings: slot + 1 of the producer, 0 none */
-    uint32_t consumer;      /* pool rings: slot + 1 of the consumer */
-    uint32_t pad0_[14];
+    uint32_t pad0_[16];
     uint32_t data_seq;      /* futex: consumers sleep here */
     uint32_t data_waiters;
     uint32_t space_seq;     /* futex: producers sleep here */
@@ -230,9 +228,6 @@ static inline void tm_shm_mag_geometry(uint32_t capacity, uint32_t cache_size, u
 
 static inline tm_shm_ringctl_t *tm_shm_ringctl(const tm_shm_pool_t *p, uint32_t r) {
     return (tm_shm_ringctl_t *)(p->rings + (size_t)r * p->ring_stride);
-}
-static inline tm_ring_t *tm_shm_ring(const tm_shm_pool_t *p, uint32_t r) {
-    return (tm_ring_t *)(p->rings + (size_t)r * p->ring_stride + sizeof(tm_shm_ringctl_t));
 }
 static inline uint32_t *tm_shm__mag_hs(const tm_shm_pool_t *p, uint32_t m) {
     return p->mag_hs + (size_t)m * p->mag_size;
@@ -412,38 +407,6 @@ static inline uint32_t tm_shm__pop_room(tm_shm_pool_t *p, uint32_t s) {
         sched_yield();
     }
     return TM_SHM_NIL;
-}
-
-/* Initialise the control area of a fresh (zeroed) mapping: every object in
- * a magazine, low handles on top. */
-static inline int tm_shm_pool_init(tm_shm_pool_t *p, uint32_t ring_capacity) {
-    uint32_t b = p->mag_size, loaded = (uint32_t)(((uint64_t)p->capacity + b - 1) / b);
-    if (loaded + p->max_slots + 2 > p->nmags || p->nmags > TM_SHM_MAX_MAGS)
-        return TM_SHM_ECORRUPT;
-    uint32_t top1[TM_DEPOT_STACKS] = {0, 0, 0};
-    /* Single-threaded: plain stores, published by the creator's `ready` word.
-     * Pushed from the last magazine down, so magazine 0 (handles 0..) is on top. */
-    for (uint32_t m = p->nmags; m-- > 0;) {
-        uint32_t lo = m < loaded ? m * b : 0, n = 0;
-        if (m < loaded)
-            n = p->capacity - lo < b ? p->capacity - lo : b;
-        uint32_t *hs = tm_shm__mag_hs(p, m);
-        for (uint32_t i = 0; i < n; i++) { /* handle lo at the top (popped first) */
-            hs[i] = lo + n - 1 - i;
-            p->owner[lo + n - 1 - i] = TM_OWN_MAG(m);
-        }
-        uint32_t k = tm_shm__stack_for(p, n);
-        p->mags[m].count = n;
-        p->mags[m].next = top1[k];
-        p->mags[m].state = TM_M_MAKE(0, TM_M_ON, k);
-        top1[k] = m + 1;
-    }
-    for (uint32_t k = 0; k < TM_DEPOT_STACKS; k++)
-        p->ctl->heads[k].word = TM_H_MAKE(0, TM_OP_NONE, 0, top1[k]);
-    for (uint32_t r = 0; r < p->nrings; r++)
-        if (tm_ring_init(tm_shm_ring(p, r), ring_capacity, TM_RING_SP | TM_RING_SC) != 0)
-            return TM_SHM_ECORRUPT;
-    return TM_SHM_OK;
 }
 
 /* ---- get / put ------------------------------------------------------------ */
@@ -653,107 +616,284 @@ static inline int tm_shm_flush(tm_shm_pool_t *p, uint32_t s) {
     return TM_SHM_OK;
 }
 
-/* ---- pool rings (single producer, single consumer; ownership-marking) ---- */
+/* ---- pool rings: multi-producer, multi-consumer, kill-safe ---------------- */
 
-/* Claim side (producer/consumer word) for slot s.  TM_SHM_EBUSY if another slot
- * holds it (the caller may recover dead slots and retry). */
-static inline int tm_shm__claim(uint32_t *side, uint32_t s) {
-    uint32_t cur = __atomic_load_n(side, __ATOMIC_ACQUIRE); /* pairs with the release below */
-    if (cur == s + 1)
-        return TM_SHM_OK;
-    uint32_t zero = 0;
-    /* ACQ_REL: the new holder sees the ring state the previous holder left. */
-    if (cur == 0 && __atomic_compare_exchange_n(side, &zero, s + 1, 0, __ATOMIC_ACQ_REL,
-                                                __ATOMIC_ACQUIRE))
-        return TM_SHM_OK;
-    return TM_SHM_EBUSY;
+/* A cell is one 64-bit word [seq:32 | val:32] (the bounded MPMC queue of
+ * per-cell sequence numbers), for position p (cell p & mask):
+ *   (p,     FREE)     free for the producer at p
+ *   (p,     RSV(s))   claimed by producer slot s, not yet published
+ *   (p + 1, h)        published: handle h, or TOMB (a claim given up)
+ *   (p + size, FREE)  retired: free for the producer one lap later
+ * A producer claims a cell by CAS (the claim names its slot, so a dead
+ * producer's claims are found and turned into tombstones by its recoverer),
+ * then marks the handle RING(r, s), then publishes by CAS.  prod_pos and
+ * cons_pos are hints that anyone advances past a cell that is no longer at
+ * their stage, so no producer or consumer waits for another's progress,
+ * except that consumers stop at a claimed, unpublished cell (a live
+ * producer publishes it within instructions; a dead one's is tombstoned by
+ * recovery: tm_shm_ring_dequeue reports it as TM_SHM_EBUSY).
+ * Consumers take a handle by CAS on its owner word, RING(r, *) -> HELD(c):
+ * that CAS is the commit point, so each enqueue is delivered exactly once
+ * whatever is killed; a published cell whose handle is no longer marked
+ * RING(r) (taken by a consumer that died before retiring the cell) is just
+ * retired by whoever reaches it.  FIFO holds per position, except that a
+ * handle whose stale cell a dead or stalled consumer left behind may be
+ * taken early (still once). */
+#define TM_CELL_FREE 0xFFFFFFFFu
+#define TM_CELL_TOMB 0xFFFFFFFEu
+#define TM_CELL_RSV(s) (0x80000000u | (uint32_t)(s))
+#define TM_CELL_IS_RSV(v) (((v)&0xFFFFF000u) == 0x80000000u)
+#define TM_CELL(seq, val) (((uint64_t)(uint32_t)(seq) << 32) | (uint32_t)(val))
+#define TM_CELL_SEQ(c) ((uint32_t)((c) >> 32))
+#define TM_CELL_VAL(c) ((uint32_t)(c))
+#define TM_PRING_MPMC 4u          /* the flags word of a pool ring */
+#define TM_PRING_MAX (1u << 24)   /* cells */
+#define TM_SHM_SPIN 256           /* re-reads of a claimed cell before EBUSY */
+
+typedef struct tm_shm_pring {
+    uint32_t size, mask, capacity, flags; /* geometry, checked on attach */
+    uint32_t pad0_[12];
+    uint32_t prod_pos; /* next position to claim (a hint, see above) */
+    uint32_t pad1_[15];
+    uint32_t cons_pos; /* next position to take */
+    uint32_t pad2_[15];
+    uint64_t cells[];
+} tm_shm_pring_t;
+
+static inline size_t tm_shm_pring_memsize(uint32_t capacity) {
+    if (capacity == 0 || capacity > TM_PRING_MAX)
+        return 0;
+    uint32_t size = 1;
+    while (size < capacity)
+        size <<= 1;
+    return sizeof(tm_shm_pring_t) + (size_t)size * sizeof(uint64_t);
+}
+
+static inline tm_shm_pring_t *tm_shm_pring(const tm_shm_pool_t *p, uint32_t r) {
+    return (tm_shm_pring_t *)(p->rings + (size_t)r * p->ring_stride + sizeof(tm_shm_ringctl_t));
+}
+
+static inline int tm_shm_pring_init(tm_shm_pring_t *q, uint32_t capacity) {
+    if (tm_shm_pring_memsize(capacity) == 0)
+        return TM_SHM_ERANGE;
+    uint32_t size = 1;
+    while (size < capacity)
+        size <<= 1;
+    q->size = size;
+    q->mask = size - 1;
+    q->capacity = capacity;
+    q->flags = TM_PRING_MPMC;
+    q->prod_pos = q->cons_pos = 0;
+    for (uint32_t i = 0; i < size; i++)
+        q->cells[i] = TM_CELL(i, TM_CELL_FREE);
+    return TM_SHM_OK;
+}
+
+/* Handles waiting in ring r (published, not yet taken; a snapshot). */
+static inline uint32_t tm_shm_ring_count(const tm_shm_pool_t *p, uint32_t r) {
+    tm_shm_pring_t *q = tm_shm_pring(p, r);
+    /* ACQUIRE: pair with the CASes that advance them (a snapshot all the same). */
+    uint32_t c = __atomic_load_n(&q->cons_pos, __ATOMIC_ACQUIRE);
+    uint32_t t = __atomic_load_n(&q->prod_pos, __ATOMIC_ACQUIRE);
+    return t - c <= p->ring_mask + 1 ? t - c : 0;
+}
+
+/* Claim the cell at prod_pos for slot s.  Returns its position in *pos, 0 on
+ * success, 1 if the ring is full there. */
+static inline int tm_shm__ring_claim(tm_shm_pool_t *p, tm_shm_pring_t *q, uint32_t s, uint32_t *pos) {
+    uint32_t size = p->ring_mask + 1;
+    for (int odd = 0;;) {
+        /* ACQUIRE: pairs with the RELEASE CASes advancing it (the cell we read next is
+         * at least as new as what made the position move). */
+        uint32_t t = __atomic_load_n(&q->prod_pos, __ATOMIC_ACQUIRE);
+        uint64_t *cell = &q->cells[t & p->ring_mask];
+        /* ACQUIRE: pairs with the consumers' retiring CAS (their reads of the slot done). */
+        uint64_t c = __atomic_load_n(cell, __ATOMIC_ACQUIRE);
+        int32_t d = (int32_t)(TM_CELL_SEQ(c) - t);
+        if (d == 0 && TM_CELL_VAL(c) == TM_CELL_FREE) {
+            /* ACQ_REL: the claim; it names us, so our recoverer finds it. */
+            if (__atomic_compare_exchange_n(cell, &c, TM_CELL(t, TM_CELL_RSV(s)), 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED)) {
+                *pos = t; /* before the CAS below, which overwrites t when it fails */
+                /* RELEASE: others skip our claimed cell; failure means someone did it for us. */
+                __atomic_compare_exchange_n(&q->prod_pos, &t, t + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+                return 0;
+            }
+        } else if (d == 1 - (int32_t)size || d == -(int32_t)size) {
+            return 1; /* last lap's entry not retired yet: full */
+        } else if (d < 0 || (d > 1 && ++odd > 1 << 20)) {
+            return -1; /* not a state any process leaves: a scribbled cell or position */
+        } else {
+            /* Claimed, published or retired at t (or later, after a stale
+             * read): position t is taken, move the hint on (a failed CAS:
+             * someone else did).  Retired happens when a tombstone of a dead
+             * producer was consumed before anyone advanced the hint.
+             * RELEASE: as the claimer's advance. */
+            __atomic_compare_exchange_n(&q->prod_pos, &t, t + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+        }
+    }
 }
 
 /* Enqueue n handles (all or nothing) on ring r as slot s.  Returns n, 0 if
  * there is no room, or a negative error (*bad: offending index). */
 static inline long tm_shm_ring_enqueue(tm_shm_pool_t *p, uint32_t r, uint32_t s, const uint32_t *hs,
                                        uint32_t n, uint32_t *bad) {
-    tm_shm_ringctl_t *rc = tm_shm_ringctl(p, r);
-    tm_ring_t *ring = tm_shm_ring(p, r);
-    int e = tm_shm__claim(&rc->producer, s);
-    if (e)
-        return e;
-    /* RELAXED: only the producer writes prod.tail. */
-    uint32_t t = __atomic_load_n(&ring->prod.tail, __ATOMIC_RELAXED);
-    /* ACQUIRE: the consumer's slot reads are done before we overwrite (ring.h A). */
-    uint32_t ct = __atomic_load_n(&ring->cons.tail, __ATOMIC_ACQUIRE);
-    uint32_t free_ = p->ring_capacity + ct - t;
-    if (free_ > p->ring_capacity) /* scribbled counters */
-        return TM_SHM_ECORRUPT;
-    if (n > free_)
+    tm_shm_pring_t *q = tm_shm_pring(p, r);
+    uint32_t pos_buf[64], *pos = n <= 64 ? pos_buf : malloc((size_t)n * sizeof(uint32_t));
+    uint32_t i, claimed = 0;
+    long rc = (long)n;
+    *bad = 0;
+    if (n == 0)
         return 0;
-    uint32_t i;
-    for (i = 0; i < n; i++) {
-        uint32_t h = hs[i], w;
-        if (h >= p->capacity) {
+    if (!pos)
+        return TM_SHM_ENOMEM;
+    for (i = 0; i < n; i++) /* refuse what cannot go in before claiming anything */
+        if (hs[i] >= p->capacity || TM_OWN_KIND(__atomic_load_n(&p->owner[hs[i]], __ATOMIC_RELAXED)) != TM_K_HELD) {
             *bad = i;
-            goto undo;
+            rc = hs[i] >= p->capacity ? TM_SHM_ERANGE : TM_SHM_ENOTHELD;
+            goto out;
         }
-        w = __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE); /* pairs with the CASes */
-        /* ACQ_REL: wins against a racing put or recoverer. */
-        if (TM_OWN_KIND(w) != TM_K_HELD ||
-            !__atomic_compare_exchange_n(&p->owner[h], &w, TM_OWN_RING(r, s), 0, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_RELAXED)) {
-            *bad = i;
-            goto undo;
-        }
-        /* RELAXED slot store: published by the RELEASE tail store below. */
-        TM_RING__SLOT_STORE(&ring->slots[(t + i) & p->ring_mask], h);
+    if (n > p->ring_capacity || tm_shm_ring_count(p, r) + n > p->ring_capacity) {
+        rc = 0;
+        goto out;
     }
-    __atomic_store_n(&ring->prod.head, t + n, __ATOMIC_RELAXED); /* informational for SP */
-    /* RELEASE: slots and RING marks visible to the consumer's ACQUIRE (ring.h A). */
-    __atomic_store_n(&ring->prod.tail, t + n, __ATOMIC_RELEASE);
-    tm_shm_notify(&rc->data_seq, &rc->data_waiters);
-    return n;
-undo:
-    for (uint32_t j = 0; j < i; j++) /* RELAXED: not yet published, still ours */
-        __atomic_store_n(&p->owner[hs[j]], TM_OWN_HELD(s), __ATOMIC_RELAXED);
-    return hs[*bad] >= p->capacity ? TM_SHM_ERANGE : TM_SHM_ENOTHELD;
+    for (; claimed < n; claimed++) {
+        int e = tm_shm__ring_claim(p, q, s, &pos[claimed]);
+        if (e) {
+            rc = e > 0 ? 0 : TM_SHM_ECORRUPT;
+            goto give_up;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        uint32_t w = __atomic_load_n(&p->owner[hs[i]], __ATOMIC_ACQUIRE); /* pairs with the CASes */
+        /* ACQ_REL: against a racing put or recoverer; the mark precedes the
+         * publish, so a published handle is always marked. */
+        if (TM_OWN_KIND(w) != TM_K_HELD ||
+            !__atomic_compare_exchange_n(&p->owner[hs[i]], &w, TM_OWN_RING(r, s), 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED)) {
+            for (uint32_t j = 0; j < i; j++) /* RELAXED: not yet published, still ours */
+                __atomic_store_n(&p->owner[hs[j]], TM_OWN_HELD(s), __ATOMIC_RELAXED);
+            *bad = i;
+            rc = TM_SHM_ENOTHELD;
+            goto give_up;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        uint64_t *cell = &q->cells[pos[i] & p->ring_mask], c = TM_CELL(pos[i], TM_CELL_RSV(s));
+        /* ACQ_REL: RELEASE publishes the mark to the consumer's ACQUIRE load
+         * of the cell.  Only a recoverer that judged us dead can have changed
+         * our claim. */
+        if (!__atomic_compare_exchange_n(cell, &c, TM_CELL(pos[i] + 1, hs[i]), 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED))
+            rc = TM_SHM_ECORRUPT;
+    }
+    goto out;
+give_up: /* tombstones for the cells claimed: consumers retire them */
+    for (i = 0; i < claimed; i++) {
+        uint64_t c = TM_CELL(pos[i], TM_CELL_RSV(s));
+        /* ACQ_REL: as the publish. */
+        __atomic_compare_exchange_n(&q->cells[pos[i] & p->ring_mask], &c, TM_CELL(pos[i] + 1, TM_CELL_TOMB), 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+    }
+out:
+    if (pos != pos_buf)
+        free(pos);
+    if (rc > 0)
+        tm_shm_notify(&tm_shm_ringctl(p, r)->data_seq, &tm_shm_ringctl(p, r)->data_waiters);
+    return rc;
 }
 
-/* Dequeue up to n handles from ring r as slot s (burst).  Entries whose mark is
- * no longer RING (recovered after their producer died mid-enqueue, or
- * scribbled) are skipped.  Returns how many were written to out (>= 0) or a
- * negative error. */
+/* Dequeue up to n handles from ring r as slot s (burst).  Returns how many
+ * were written to out (>= 0), TM_SHM_EBUSY if none were and the next cell is
+ * claimed by a producer that has not published it for a while (dead, or
+ * preempted: the caller recovers dead slots and retries), or a negative
+ * error. */
 static inline long tm_shm_ring_dequeue(tm_shm_pool_t *p, uint32_t r, uint32_t s, uint32_t *out,
                                        uint32_t n) {
-    tm_shm_ringctl_t *rc = tm_shm_ringctl(p, r);
-    tm_ring_t *ring = tm_shm_ring(p, r);
-    int e = tm_shm__claim(&rc->consumer, s);
-    if (e)
-        return e;
-    uint32_t c = __atomic_load_n(&ring->cons.tail, __ATOMIC_RELAXED); /* ours alone */
-    /* ACQUIRE: pairs with the producer's RELEASE tail store (ring.h A). */
-    uint32_t pt = __atomic_load_n(&ring->prod.tail, __ATOMIC_ACQUIRE);
-    uint32_t avail = pt - c, got = 0, i;
-    if (avail > p->ring_capacity)
-        return TM_SHM_ECORRUPT;
-    if (n > avail)
-        n = avail;
-    for (i = 0; i < n; i++) {
-        uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[(c + i) & p->ring_mask]);
-        if (h >= p->capacity)
-            continue;
-        uint32_t w = __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE);
-        if (TM_OWN_KIND(w) != TM_K_RING || TM_OWN_RINGNO(w) != r)
-            continue;
-        /* ACQ_REL: claim before cons.tail moves, so recovery sees the entry
-         * either still in the ring or already claimed. */
-        if (__atomic_compare_exchange_n(&p->owner[h], &w, TM_OWN_HELD(s), 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_RELAXED))
-            out[got++] = h;
+    tm_shm_pring_t *q = tm_shm_pring(p, r);
+    uint32_t size = p->ring_mask + 1, got = 0, retired = 0;
+    int spins = 0, odd = 0;
+    while (got < n) {
+        /* ACQUIRE: pairs with the RELEASE CASes advancing it. */
+        uint32_t c = __atomic_load_n(&q->cons_pos, __ATOMIC_ACQUIRE);
+        uint64_t *cell = &q->cells[c & p->ring_mask];
+        /* ACQUIRE: pairs with the producer's publishing CAS (the owner mark). */
+        uint64_t v = __atomic_load_n(cell, __ATOMIC_ACQUIRE);
+        int32_t d = (int32_t)(TM_CELL_SEQ(v) - c);
+        uint32_t h = TM_CELL_VAL(v);
+        if (d == 1) {
+            if (h < p->capacity) {
+                uint32_t w = __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE); /* pairs with the mark */
+                /* ACQ_REL: the commit point: one taker per enqueue. */
+                if (TM_OWN_KIND(w) == TM_K_RING && TM_OWN_RINGNO(w) == r &&
+                    __atomic_compare_exchange_n(&p->owner[h], &w, TM_OWN_HELD(s), 0, __ATOMIC_ACQ_REL,
+                                                __ATOMIC_RELAXED))
+                    out[got++] = h;
+            } else if (h != TM_CELL_TOMB) {
+                return got ? (long)got : TM_SHM_ECORRUPT;
+            }
+            /* Retire the cell (ours, a tombstone, or one whose handle is
+             * taken).  RELEASE: our reads of it are done before a producer
+             * reuses it.  A failed CAS: someone retired it first. */
+            if (__atomic_compare_exchange_n(cell, &v, TM_CELL(c + size, TM_CELL_FREE), 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED))
+                retired++;
+            __atomic_compare_exchange_n(&q->cons_pos, &c, c + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+        } else if (d == (int32_t)size) { /* retired: the position lags */
+            __atomic_compare_exchange_n(&q->cons_pos, &c, c + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+        } else if (d == 0 && TM_CELL_IS_RSV(h)) { /* claimed, not published yet */
+            if (got)
+                break;
+            if (++spins > TM_SHM_SPIN)
+                return TM_SHM_EBUSY;
+            TM_CPU_RELAX();
+        } else if (d == 0 && h == TM_CELL_FREE) {
+            break; /* empty */
+        } else if (d < 0 || ++odd > 1 << 20) {
+            /* Not a state any process leaves: a scribbled cell or position. */
+            return got ? (long)got : TM_SHM_ECORRUPT;
+        } else {
+            /* d > 1: position c was retired and the cell has moved on (or
+             * our read of the position was stale): move the hint on.
+             * RELEASE: as above; a failed CAS: someone else did. */
+            __atomic_compare_exchange_n(&q->cons_pos, &c, c + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+        }
     }
-    __atomic_store_n(&ring->cons.head, c + n, __ATOMIC_RELAXED); /* informational for SC */
-    /* RELEASE: our slot reads and claims are done before the producer reuses them. */
-    __atomic_store_n(&ring->cons.tail, c + n, __ATOMIC_RELEASE);
-    if (n)
-        tm_shm_notify(&rc->space_seq, &rc->space_waiters);
-    return got;
+    if (retired)
+        tm_shm_notify(&tm_shm_ringctl(p, r)->space_seq, &tm_shm_ringctl(p, r)->space_waiters);
+    return (long)got;
+}
+
+/* Initialise the control area of a fresh (zeroed) mapping: every object in
+ * a magazine, low handles on top. */
+static inline int tm_shm_pool_init(tm_shm_pool_t *p, uint32_t ring_capacity) {
+    uint32_t b = p->mag_size, loaded = (uint32_t)(((uint64_t)p->capacity + b - 1) / b);
+    if (loaded + p->max_slots + 2 > p->nmags || p->nmags > TM_SHM_MAX_MAGS)
+        return TM_SHM_ECORRUPT;
+    uint32_t top1[TM_DEPOT_STACKS] = {0, 0, 0};
+    /* Single-threaded: plain stores, published by the creator's `ready` word.
+     * Pushed from the last magazine down, so magazine 0 (handles 0..) is on top. */
+    for (uint32_t m = p->nmags; m-- > 0;) {
+        uint32_t lo = m < loaded ? m * b : 0, n = 0;
+        if (m < loaded)
+            n = p->capacity - lo < b ? p->capacity - lo : b;
+        uint32_t *hs = tm_shm__mag_hs(p, m);
+        for (uint32_t i = 0; i < n; i++) { /* handle lo at the top (popped first) */
+            hs[i] = lo + n - 1 - i;
+            p->owner[lo + n - 1 - i] = TM_OWN_MAG(m);
+        }
+        uint32_t k = tm_shm__stack_for(p, n);
+        p->mags[m].count = n;
+        p->mags[m].next = top1[k];
+        p->mags[m].state = TM_M_MAKE(0, TM_M_ON, k);
+        top1[k] = m + 1;
+    }
+    for (uint32_t k = 0; k < TM_DEPOT_STACKS; k++)
+        p->ctl->heads[k].word = TM_H_MAKE(0, TM_OP_NONE, 0, top1[k]);
+    for (uint32_t r = 0; r < p->nrings; r++)
+        if (tm_shm_pring_init(tm_shm_pring(p, r), ring_capacity) != 0)
+            return TM_SHM_ECORRUPT;
+    return TM_SHM_OK;
 }
 
 /* ---- slots ---------------------------------------------------------------- */
@@ -791,42 +931,26 @@ static inline void tm_shm__finish_heads(tm_shm_pool_t *p, uint32_t x) {
         }
 }
 
-/* The ring half of recovering dead slot x: skip the prefix x claimed as a
- * consumer but did not release; mark which handles sit published in rings. */
+/* The ring half of recovering dead slot x: its claimed, unpublished cells
+ * become tombstones; `inring` marks the handles published in ring r and
+ * still marked RING(r) there (they stay: consumers take them). */
 static inline void tm_shm__recover_rings(tm_shm_pool_t *p, uint32_t x, uint8_t *inring) {
-    for (uint32_t r = 0; r < p->nrings; r++) {
-        tm_shm_ringctl_t *rc = tm_shm_ringctl(p, r);
-        tm_ring_t *ring = tm_shm_ring(p, r);
-        /* ACQUIRE: pairs with the consumer's ACQ_REL claim of the side. */
-        if (__atomic_load_n(&rc->consumer, __ATOMIC_ACQUIRE) != x + 1)
-            continue;
-        /* RELAXED: the consumer is dead, and we alone recover it. */
-        uint32_t c = __atomic_load_n(&ring->cons.tail, __ATOMIC_RELAXED);
-        /* ACQUIRE: pairs with the producer's RELEASE tail store (slots visible). */
-        uint32_t pt = __atomic_load_n(&ring->prod.tail, __ATOMIC_ACQUIRE);
-        while (c != pt && pt - c <= p->ring_capacity) {
-            uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[c & p->ring_mask]);
-            /* ACQUIRE: pairs with the dead consumer's ACQ_REL claim CAS. */
-            if (h < p->capacity && __atomic_load_n(&p->owner[h], __ATOMIC_ACQUIRE) == TM_OWN_HELD(x))
-                c++;
-            else
-                break;
-        }
-        __atomic_store_n(&ring->cons.head, c, __ATOMIC_RELAXED); /* informational for SC */
-        __atomic_store_n(&ring->cons.tail, c, __ATOMIC_RELEASE); /* pairs with producers' ACQUIRE */
-    }
     memset(inring, 0, p->capacity);
     for (uint32_t r = 0; r < p->nrings; r++) {
-        tm_ring_t *ring = tm_shm_ring(p, r);
-        /* ACQUIRE: a consumer's claims precede its RELEASE cons.tail store. */
-        uint32_t c = __atomic_load_n(&ring->cons.tail, __ATOMIC_ACQUIRE);
-        uint32_t pt = __atomic_load_n(&ring->prod.tail, __ATOMIC_ACQUIRE);
-        if (pt - c > p->ring_capacity)
-            continue;
-        for (; c != pt; c++) {
-            uint32_t h = TM_RING__SLOT_LOAD(&ring->slots[c & p->ring_mask]);
-            if (h < p->capacity)
-                inring[h] = 1;
+        tm_shm_pring_t *q = tm_shm_pring(p, r);
+        for (uint32_t i = 0; i <= p->ring_mask; i++) {
+            /* ACQUIRE: pairs with the publishing CAS (the owner mark before it). */
+            uint64_t c = __atomic_load_n(&q->cells[i], __ATOMIC_ACQUIRE);
+            uint32_t v = TM_CELL_VAL(c);
+            if (v == TM_CELL_RSV(x)) {
+                /* ACQ_REL: as a producer giving up its claim. */
+                __atomic_compare_exchange_n(&q->cells[i], &c, TM_CELL(TM_CELL_SEQ(c) + 1, TM_CELL_TOMB), 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+            } else if (v < p->capacity) {
+                uint32_t w = __atomic_load_n(&p->owner[v], __ATOMIC_ACQUIRE); /* pairs with the mark */
+                if (TM_OWN_KIND(w) == TM_K_RING && TM_OWN_RINGNO(w) == r)
+                    inring[v] = 1;
+            }
         }
     }
 }
@@ -903,16 +1027,7 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t x, uint8_
     }
     if (pm != TM_SHM_NIL)
         tm_shm__push(p, tm_shm__stack_for(p, p->mags[pm].count), x, pm);
-    /* 5. Release the ring sides and the slot (last: it marks the work done). */
-    for (uint32_t q = 0; q < p->nrings; q++) {
-        tm_shm_ringctl_t *rc = tm_shm_ringctl(p, q);
-        uint32_t held = x + 1;
-        /* ACQ_REL: release the side only if the dead slot still holds it; the
-         * next claimant's ACQ_REL CAS sees the ring as recovery left it. */
-        __atomic_compare_exchange_n(&rc->producer, &held, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-        held = x + 1;
-        __atomic_compare_exchange_n(&rc->consumer, &held, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-    }
+    /* 5. Release the slot (last: it marks the work done). */
     p->slots[x].len = 0;
     __atomic_add_fetch(&p->ctl->recovered, freed, __ATOMIC_RELAXED); /* a statistic */
     __atomic_store_n(&p->slots[x].start_time, 0, __ATOMIC_RELAXED); /* ordered by the RELEASE below */

@@ -3,14 +3,14 @@
  *   shm_stress THREADS ITERS KILLS
  *
  * Phase 1 (TSan checks the orderings): THREADS threads of one process, each
- * with its own slot, churn get/put bulks; threads 0 and 1 also pass handles
- * both ways over two rings (each ring one producer, one consumer).  At the
+ * with its own slot, churn get/put bulks and pass handles both ways over two
+ * rings (every ring several producers and consumers).  At the
  * end everything is returned and every object must be free exactly once.
  *
  * Threads also detach (tm_shm_release: the recovery code) and come back now
  * and then, so TSan sees recovery beside live threads.
  *
- * Phase 2 (skipped when KILLS is 0): two forked children churn on a MAP_SHARED
+ * Phase 2 (skipped when KILLS is 0): four forked children churn on a MAP_SHARED
  * pool, with rings, and recover dead slots themselves now and then; the parent
  * SIGKILLs one at random KILLS times (so recoverers die half-way too), recovers
  * (or leaves it to the children) and forks a replacement.  At the end all are
@@ -35,13 +35,14 @@
 #define SLOTS 64u
 #define NRINGS 2u
 #define RCAP 64u
+#define NCHILD 4
 
 static size_t up(size_t n) { return (n + 63) & ~(size_t)63; }
 
 static tm_shm_pool_t make_pool(void) {
     uint32_t mag_size, nmags;
     tm_shm_mag_geometry(CAP, CACHE, SLOTS, &mag_size, &nmags);
-    size_t ring_stride = up(sizeof(tm_shm_ringctl_t) + tm_ring_memsize(RCAP));
+    size_t ring_stride = up(sizeof(tm_shm_ringctl_t) + tm_shm_pring_memsize(RCAP));
     size_t off_ctl = 0, off_mags = up(off_ctl + sizeof(tm_shm_ctl_t));
     size_t off_mag_hs = up(off_mags + sizeof(tm_shm_mag_t) * nmags);
     size_t off_owner = up(off_mag_hs + 4 * (size_t)mag_size * nmags), off_slots = up(off_owner + 4 * CAP);
@@ -84,12 +85,14 @@ static void step(tm_shm_pool_t *p, uint32_t s, uint32_t *held, uint32_t *nheld, 
     } else if (op < 88 && *nheld && ring_out >= 0) {
         k = 1 + rnd(seed) % (*nheld < 8 ? *nheld : 8);
         long rc = tm_shm_ring_enqueue(p, (uint32_t)ring_out, s, held + *nheld - k, k, &bad);
-        assert(rc == 0 || rc == (long)k || rc == TM_SHM_EBUSY); /* EBUSY: a dead side, not yet recovered */
+        if (!(rc == 0 || rc == (long)k))
+            fprintf(stderr, "enqueue rc %ld\n", rc), abort();
         if (rc == (long)k)
             *nheld -= k;
     } else if (ring_in >= 0 && *nheld + 64 <= CAP) {
         long got = tm_shm_ring_dequeue(p, (uint32_t)ring_in, s, tmp, 1 + rnd(seed) % 16);
-        assert(got >= 0 || got == TM_SHM_EBUSY);
+        if (!(got >= 0 || got == TM_SHM_EBUSY))
+            fprintf(stderr, "dequeue rc %ld\n", got), abort();
         for (long i = 0; i < got; i++)
             held[(*nheld)++] = tmp[i];
     }
@@ -134,15 +137,25 @@ static void audit(tm_shm_pool_t *p, const char *what) {
             exit(1);
         }
     free(mseen);
-    for (uint32_t r = 0; r < NRINGS; r++) {
-        tm_ring_t *ring = tm_shm_ring(p, r);
-        for (uint32_t c = ring->cons.tail; c != ring->prod.tail; c++) {
-            uint32_t h = ring->slots[c & ring->mask];
-            if (h >= CAP || seen[h] || TM_OWN_KIND(p->owner[h]) != TM_K_RING) {
-                fprintf(stderr, "%s: ring %u entry %u (handle %u) bad\n", what, r, c, h);
+    for (uint32_t r = 0; r < NRINGS; r++) { /* published handles still marked as in this ring */
+        tm_shm_pring_t *q = tm_shm_pring(p, r);
+        for (uint32_t i = 0; i <= p->ring_mask; i++) {
+            uint64_t c = q->cells[i];
+            uint32_t h = TM_CELL_VAL(c);
+            if (TM_CELL_IS_RSV(h)) {
+                fprintf(stderr, "%s: ring %u cell %u still claimed by slot %u\n", what, r, i, h & 0xFFFu);
                 exit(1);
             }
-            seen[h] = 1;
+            if (h >= CAP || p->owner[h] != TM_OWN_RING(r, TM_OWN_SLOT(p->owner[h])) ||
+                TM_CELL_SEQ(c) - 1 - q->cons_pos > p->ring_mask)
+                continue; /* free, tombstone, stale (taken: its handle is elsewhere) */
+            if (seen[h] == 2)
+                continue; /* a stale cell and the live one: delivered once all the same */
+            if (seen[h]) {
+                fprintf(stderr, "%s: ring %u cell %u (handle %u) also elsewhere\n", what, r, i, h);
+                exit(1);
+            }
+            seen[h] = 2;
         }
     }
     for (uint32_t h = 0; h < CAP; h++)
@@ -164,7 +177,7 @@ static void *thread_main(void *arg) {
     unsigned seed = 77u + (unsigned)t->id;
     long s = tm_shm_slot_claim(t->p, getpid(), 1000 + t->id, 0);
     assert(s >= 0);
-    int out = t->id == 0 ? 0 : t->id == 1 ? 1 : -1, in = t->id == 0 ? 1 : t->id == 1 ? 0 : -1;
+    int out = t->id % 2, in = 1 - t->id % 2; /* every thread produces on one ring and consumes the other */
     for (long i = 0; i < t->iters; i++) {
         step(t->p, (uint32_t)s, held, &nheld, &seed, out, in);
         if (rnd(&seed) % 4096 == 0) {
@@ -184,7 +197,37 @@ static void *thread_main(void *arg) {
     return (void *)s;
 }
 
-static int dead(int32_t pid) { return pid > 0 && kill(pid, 0) != 0 && errno == ESRCH; }
+/* /proc/PID/stat starttime (field 22), 0 if the process is gone. */
+static uint64_t start_of(int32_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *q = strrchr(buf, ')'); /* the name may hold spaces */
+    if (!q)
+        return 0;
+    unsigned long long v = 0;
+    /* after ") ": state is field 3; starttime is field 22 */
+    if (sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+               &v) != 1)
+        return 0;
+    return v;
+}
+
+/* The pid no longer names the process that started at `start` (pid_max is
+ * small here: thousands of forks reuse pids, the start time tells them apart). */
+static int dead(int32_t pid, uint64_t start) {
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return 1;
+    uint64_t now = start_of(pid);
+    return now == 0 || (start && now != start);
+}
 
 /* Recover every slot whose owner, or whose recoverer, is dead.  The children
  * run this too, so recoverers get killed half-way as well. */
@@ -194,10 +237,11 @@ static long recover_dead(tm_shm_pool_t *p) {
         uint64_t own = __atomic_load_n(&p->slots[s].own, __ATOMIC_ACQUIRE);
         int32_t pid = TM_SLOT_PID(own);
         uint32_t rec = TM_SLOT_REC(own);
-        if (pid == 0 || !dead(pid) || (rec && !dead((int32_t)rec)))
+        uint64_t start = __atomic_load_n(&p->slots[s].start_time, __ATOMIC_ACQUIRE);
+        if (pid == 0 || !dead(pid, start) ||
+            (rec && !dead((int32_t)rec, __atomic_load_n(&p->slots[s].rec_start, __ATOMIC_ACQUIRE))))
             continue;
-        long long got = tm_shm_recover(p, s, pid, __atomic_load_n(&p->slots[s].start_time, __ATOMIC_ACQUIRE),
-                                       rec, getpid(), 0);
+        long long got = tm_shm_recover(p, s, pid, start, rec, getpid(), start_of(getpid()));
         assert(got >= -1);
         n += got > 0 ? got : 0;
     }
@@ -206,11 +250,11 @@ static long recover_dead(tm_shm_pool_t *p) {
 
 static void child(tm_shm_pool_t *p, int id, unsigned seed) {
     uint32_t held[CAP + 64], nheld = 0;
-    long s = tm_shm_slot_claim(p, getpid(), getpid(), 0);
+    long s = tm_shm_slot_claim(p, getpid(), getpid(), start_of(getpid()));
     if (s < 0)
         _exit(3);
     for (;;) {
-        step(p, (uint32_t)s, held, &nheld, &seed, id, 1 - id);
+        step(p, (uint32_t)s, held, &nheld, &seed, id % 2, 1 - id % 2);
         if (rnd(&seed) % 512 == 0)
             recover_dead(p);
     }
@@ -244,11 +288,11 @@ int main(int argc, char **argv) {
     long s = tm_shm_slot_claim(&p, getpid(), 1, 0);
     uint32_t buf[RCAP], bad;
     for (uint32_t r = 0; r < NRINGS; r++) {
-        tm_shm_ringctl(&p, r)->consumer = 0; /* its consumer thread has exited */
         long got = tm_shm_ring_dequeue(&p, r, (uint32_t)s, buf, RCAP);
         assert(got >= 0);
         if (got)
             assert(tm_shm_put_bulk(&p, (uint32_t)s, buf, (uint32_t)got, &bad) == 0);
+        assert(tm_shm_ring_dequeue(&p, r, (uint32_t)s, buf, RCAP) == 0);
     }
     tm_shm_flush(&p, (uint32_t)s);
     audit(&p, "threads");
@@ -259,18 +303,20 @@ int main(int argc, char **argv) {
     /* Phase 2: processes killed at random points. */
     tm_shm_pool_t q = make_pool();
     unsigned seed = 12345;
-    pid_t pids[2] = {spawn(&q, 0, 1), spawn(&q, 1, 2)};
+    pid_t pids[NCHILD];
+    for (int i = 0; i < NCHILD; i++) /* two producers and two consumers per ring */
+        pids[i] = spawn(&q, i, (unsigned)i + 1);
     long recovered_before = 0;
     for (long k = 0; k < kills; k++) {
         usleep(rnd(&seed) % 1500);
-        int i = rnd(&seed) % 2;
+        int i = rnd(&seed) % NCHILD;
         kill(pids[i], SIGKILL);
         waitpid(pids[i], NULL, 0);
         if (rnd(&seed) % 2) /* else a child's recover_dead does it (and may be killed in it) */
             recover_dead(&q);
         pids[i] = spawn(&q, i, rnd(&seed));
     }
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NCHILD; i++) {
         kill(pids[i], SIGKILL);
         waitpid(pids[i], NULL, 0);
     }
