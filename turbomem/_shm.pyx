@@ -59,8 +59,6 @@ cdef extern from "turbomem/shm.h" nogil:
         uint64_t start_time
         uint64_t rec_start
     ctypedef struct tm_shm_ringctl_t:
-        uint32_t producer
-        uint32_t consumer
         uint32_t data_seq
         uint32_t data_waiters
         uint32_t space_seq
@@ -93,7 +91,17 @@ cdef extern from "turbomem/shm.h" nogil:
     void tm_shm_mag_geometry(uint32_t capacity, uint32_t cache_size, uint32_t max_slots,
                              uint32_t *mag_size, uint32_t *nmags)
     tm_shm_ringctl_t *tm_shm_ringctl(const tm_shm_pool_t *p, uint32_t r)
-    tm_ring_t *tm_shm_ring(const tm_shm_pool_t *p, uint32_t r)
+    ctypedef struct tm_shm_pring_t:
+        uint32_t size, mask, capacity, flags
+        uint32_t prod_pos
+        uint32_t cons_pos
+        uint64_t *cells
+    uint32_t TM_PRING_MPMC, TM_PRING_MAX
+    size_t tm_shm_pring_memsize(uint32_t capacity)
+    tm_shm_pring_t *tm_shm_pring(const tm_shm_pool_t *p, uint32_t r)
+    uint32_t tm_shm_ring_count(const tm_shm_pool_t *p, uint32_t r)
+    uint32_t TM_CELL_SEQ(uint64_t c)
+    uint32_t TM_CELL_VAL(uint64_t c)
     int tm_shm_pool_init(tm_shm_pool_t *p, uint32_t ring_capacity)
     int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, uint32_t n)
     int tm_shm_put_bulk(tm_shm_pool_t *p, uint32_t s, const uint32_t *hs, uint32_t n, uint32_t *bad)
@@ -131,6 +139,15 @@ OWNER_KINDS = {TM_K_FREE: "free", TM_K_HELD: "held", TM_K_CACHED: "cached", TM_K
 def ring_memsize(uint32_t capacity):
     """Bytes of a ring.h ring of that capacity (0 if the capacity is invalid)."""
     return tm_ring_memsize(capacity)
+
+
+def pool_ring_memsize(uint32_t capacity):
+    """Bytes of a pool ring (shm.h) of that capacity (0 if invalid)."""
+    return tm_shm_pring_memsize(capacity)
+
+
+POOL_RING_FLAGS = TM_PRING_MPMC
+POOL_RING_MAX = TM_PRING_MAX
 
 
 # A sleeper wakes at least this often to run Python signal handlers, so
@@ -211,8 +228,8 @@ cdef class PoolView(_Mapped):
     def ring_fields(self, uint32_t r):
         """(size, mask, capacity, flags) of pool ring r, for attach validation."""
         self._alive()
-        cdef tm_ring_t *ring = tm_shm_ring(&self.p, r)
-        return (ring.size, ring.mask, ring.capacity, ring.flags)
+        cdef tm_shm_pring_t *q = tm_shm_pring(&self.p, r)
+        return (q.size, q.mask, q.capacity, q.flags)
 
     def claim_slot(self, int32_t pid, int32_t tid, uint64_t start):
         self._alive()
@@ -384,22 +401,33 @@ cdef class PoolView(_Mapped):
 
     def ring_state(self, uint32_t r):
         self._alive()
-        cdef tm_ring_t *ring = tm_shm_ring(&self.p, r)
-        cdef tm_shm_ringctl_t *rc = tm_shm_ringctl(&self.p, r)
-        return {"count": tm_ring_count(ring), "capacity": ring.capacity,
-                "producer": <long>rc.producer - 1, "consumer": <long>rc.consumer - 1}
+        cdef tm_shm_pring_t *q = tm_shm_pring(&self.p, r)
+        return {"count": tm_shm_ring_count(&self.p, r), "capacity": self.p.ring_capacity,
+                "prod_pos": q.prod_pos, "cons_pos": q.cons_pos}
 
     def ring_handles(self, uint32_t r):
-        """Handles published in ring r (a snapshot)."""
+        """Handles published in ring r and not yet taken, oldest first, each
+        once (a snapshot).  A cell a dead consumer left behind may show a
+        handle that was taken and enqueued again: it is listed once."""
         self._alive()
-        cdef tm_ring_t *ring = tm_shm_ring(&self.p, r)
-        cdef uint32_t c = ring.cons.tail, pt = ring.prod.tail
-        out = []
-        if pt - c <= self.p.ring_capacity:
-            while c != pt:
-                out.append(ring.slots[c & self.p.ring_mask])
-                c += 1
-        return out
+        cdef tm_shm_pring_t *q = tm_shm_pring(&self.p, r)
+        cdef uint32_t size = self.p.ring_mask + 1, i, pos, h, w
+        cdef uint64_t c
+        cdef set seen = set()
+        cdef list found = []
+        for i in range(size):
+            c = q.cells[i]
+            h = TM_CELL_VAL(c)
+            if h >= self.p.capacity:
+                continue
+            w = self.p.owner[h]
+            if TM_OWN_KIND(w) != TM_K_RING or TM_OWN_RINGNO(w) != r or h in seen:
+                continue
+            seen.add(h)
+            pos = TM_CELL_SEQ(c) - 1
+            found.append((<uint32_t>(pos - q.cons_pos), h))
+        found.sort()
+        return [h for _, h in found]
 
     def ring_enqueue(self, uint32_t r, uint32_t slot, arr, timeout):
         """Enqueue all of arr on ring r, waiting up to timeout (None: forever,

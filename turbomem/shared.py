@@ -32,6 +32,7 @@ import re
 import stat
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, SupportsIndex
@@ -47,7 +48,6 @@ from .errors import (
     OutOfMemoryError,
     PoolClosedError,
     PoolEmptyError,
-    RingBusyError,
     SharedFormatError,
     TurbomemError,
 )
@@ -130,7 +130,7 @@ def pool_layout(capacity: int, obj_size: int, cache_size: int, max_slots: int, n
     off = _up(off + _shm.SLOT_SIZE * max_slots, CACHE_LINE)
     lay["off_caches"] = off
     off = _up(off + 4 * cache_size * max_slots, CACHE_LINE)
-    ring_bytes = _shm.ring_memsize(ring_capacity) if nrings else 0
+    ring_bytes = _shm.pool_ring_memsize(ring_capacity) if nrings else 0
     lay["ring_stride"] = _up(_shm.RINGCTL_SIZE + ring_bytes, CACHE_LINE) if nrings else 0
     lay["off_rings"] = off
     off += lay["ring_stride"] * nrings
@@ -210,7 +210,7 @@ def parse_header(raw: bytes, file_size: int, kind: int, what: str) -> dict[str, 
             raise _bad(what, f"max_slots {vals['max_slots']} outside [1, {_shm.MAX_SLOTS}]")
         if not 0 <= vals["nrings"] <= _shm.MAX_RINGS:
             raise _bad(what, f"ring count {vals['nrings']} outside [0, {_shm.MAX_RINGS}]")
-        if vals["nrings"] and _shm.ring_memsize(vals["ring_capacity"]) == 0:
+        if vals["nrings"] and _shm.pool_ring_memsize(vals["ring_capacity"]) == 0:
             raise _bad(what, f"ring capacity {vals['ring_capacity']} is invalid")
         expect = pool_layout(cap, vals["obj_size"], vals["cache_size"], vals["max_slots"],
                              vals["nrings"], vals["ring_capacity"], page)
@@ -692,7 +692,8 @@ def _finish_create(m: _Mapping, name: str | None, setup: Callable[[], None]) -> 
 
 
 def _ring_geometry(capacity: int, flags: int) -> tuple[int, int, int, int]:
-    """(size, mask, capacity, flags) that ring.h stores for a ring of `capacity`."""
+    """(size, mask, capacity, flags) that ring.h (and shm.h's pool rings) store
+    for a ring of `capacity`."""
     size = 1 if capacity == 1 else 1 << (capacity - 1).bit_length()
     return size, size - 1, capacity, flags
 
@@ -758,8 +759,8 @@ class SharedPool(_shm.PoolFast):
         if cache_size > capacity:
             raise ValueError(f"cache_size {cache_size} is larger than capacity {capacity}")
         if rings and (isinstance(ring_capacity, bool) or not isinstance(ring_capacity, numbers.Integral)
-                      or _shm.ring_memsize(ring_capacity) == 0):
-            raise ValueError(f"ring_capacity must be an int in [1, 2**31], got {ring_capacity!r}")
+                      or _shm.pool_ring_memsize(ring_capacity) == 0):
+            raise ValueError(f"ring_capacity must be an int in [1, {_shm.POOL_RING_MAX}], got {ring_capacity!r}")
         ring_capacity = int(ring_capacity) if rings else 0
         m, lay = _create_mapping(
             KIND_POOL,
@@ -779,7 +780,7 @@ class SharedPool(_shm.PoolFast):
         self._setup(m, vals, init=False)
         cap = vals["ring_capacity"]
         for r in range(vals["nrings"]):
-            if self._v.ring_fields(r) != _ring_geometry(cap, RING_FLAG_SP | RING_FLAG_SC):
+            if self._v.ring_fields(r) != _ring_geometry(cap, _shm.POOL_RING_FLAGS):
                 raise _bad(what, f"ring {r}'s geometry disagrees with the header (corrupt)")
 
     def _abandon(self) -> None:
@@ -799,6 +800,7 @@ class SharedPool(_shm.PoolFast):
         self.stride: int = lay["stride"]
         self.cache_size: int = lay["cache_size"]
         self.nrings: int = lay["nrings"]
+        self._rings = [PoolRing(self, i) for i in range(self.nrings)]  # one each: they keep stall times
         self._local = threading.local()
         self._lock = threading.Lock()
         self._spare: list[int] = []
@@ -926,7 +928,7 @@ class SharedPool(_shm.PoolFast):
         self._check()
         w = self._v.owner_word(_one_handle(h))
         kind = _shm.OWNER_KINDS.get(w >> 28, "corrupt")
-        if w == 0:
+        if kind == "free":  # in a depot magazine (w is its index)
             return ("free", -1)
         return (kind, (w >> 12) & 0xFFFF if kind == "ring" else w & 0xFFF)
 
@@ -953,7 +955,7 @@ class SharedPool(_shm.PoolFast):
         self._check()
         if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= int(index) < self.nrings:
             raise IndexError(f"ring index must be in [0, {self.nrings}), got {index!r}")
-        return PoolRing(self, int(index))
+        return self._rings[int(index)]
 
     # ---- recovery and accounting -------------------------------------------------
 
@@ -1094,25 +1096,22 @@ class SharedPool(_shm.PoolFast):
 
 
 class PoolRing:
-    """Ring ``index`` of a SharedPool: single producer, single consumer
-    (each side claimed by the first thread that uses it, released when that
-    process dies or detaches).  Ownership moves with the handle: the
-    consumer holds what it dequeues."""
+    """Ring ``index`` of a SharedPool: any number of producers and consumers,
+    in any processes.  Ownership moves with the handle: the consumer holds
+    what it dequeues.  A producer killed mid-enqueue leaves tombstones that
+    recovery writes and consumers skip; a consumer killed mid-dequeue leaves
+    what it took to recovery.  Capacity is rounded up to a power of two."""
 
     def __init__(self, pool: SharedPool, index: int) -> None:
         self._pool = pool
         self.index: int = index
+        self._busy_since: float | None = None
 
     def _code(self, rc, arr=None, bad=0):
-        if rc == -8:
-            # the holder may be dead: recover and let the caller retry
-            if self._pool.recover()["slots"]:
-                return True
-            st = self._pool._v.ring_state(self.index)
-            raise RingBusyError(f"ring {self.index} is single-producer/single-consumer and its "
-                                f"producer is slot {st['producer']}, consumer slot {st['consumer']}")
         if rc == -9:
             raise TurbomemError(f"ring {self.index}'s control words are corrupt")
+        if rc == -7:
+            raise MemoryError("no memory for a bulk enqueue's positions")
         self._pool._raise_put(rc, int(arr[bad]) if arr is not None else -1, bad)
 
     def enqueue_bulk(self, handles: npt.NDArray[np.integer[Any]] | Iterable[SupportsIndex],
@@ -1139,10 +1138,30 @@ class PoolRing:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be an int >= 0, got {n!r}")
         out = np.empty(int(n), dtype=np.uint32)
+        deadline = None if t is None else time.monotonic() + t
         while True:
-            rc = self._pool._v.ring_dequeue(self.index, self._pool._slot(), out, t)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            rc = self._pool._v.ring_dequeue(self.index, self._pool._slot(), out, left)
             if rc >= 0:
+                self._busy_since = None
                 return out[:rc]
+            if rc == -8:
+                # The next cell is claimed by a producer that has not
+                # published it: a live one (preempted) publishes soon; a dead
+                # one's claim becomes a tombstone when it is recovered, which
+                # is worth its scan of the slots only once the stall lasts.
+                now = time.monotonic()
+                if self._busy_since is None:
+                    self._busy_since = now
+                elif now - self._busy_since > 0.005:
+                    self._busy_since = None
+                    if self._pool.recover()["slots"]:
+                        continue
+                if left == 0:
+                    return out[:0]
+                time.sleep(0.0001)
+                continue
+            self._busy_since = None
             self._code(rc)
 
     def dequeue(self, timeout: float | None = 0) -> int | None:

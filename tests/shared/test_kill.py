@@ -27,12 +27,13 @@ def _spawn(pool, seed, ring_in, ring_out):
     return pid
 
 
-def kill_run(kills: int, seed: int = 1, capacity: int = 512, workers: int = 2) -> dict:
+def kill_run(kills: int, seed: int = 1, capacity: int = 512, workers: int = 4) -> dict:
     rnd = random.Random(seed)
-    pool = sh.SharedPool(64, capacity, rings=workers, ring_capacity=64, cache_size=16, max_slots=64)
+    pool = sh.SharedPool(64, capacity, rings=2, ring_capacity=64, cache_size=16, max_slots=64)
     try:
-        # worker i produces on ring i and consumes ring i-1: each ring one producer, one consumer
-        pids = [_spawn(pool, rnd.random(), (i - 1) % workers, i) for i in range(workers)]
+        # worker i produces on ring i % 2 and consumes ring (i + 1) % 2: every
+        # ring has several producers and consumers, any of which may be killed
+        pids = [_spawn(pool, rnd.random(), (i + 1) % 2, i % 2) for i in range(workers)]
         recovered = 0
         for k in range(kills):
             time.sleep(rnd.random() * 0.002)
@@ -43,7 +44,7 @@ def kill_run(kills: int, seed: int = 1, capacity: int = 512, workers: int = 2) -
                 recovered += pool.recover()["objects"]
             audit_live = pool.census()  # readable while the others run
             assert sum(audit_live["held"].values()) <= capacity
-            pids[i] = _spawn(pool, rnd.random(), (i - 1) % workers, i)
+            pids[i] = _spawn(pool, rnd.random(), (i + 1) % 2, i % 2)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
