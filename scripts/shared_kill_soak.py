@@ -1,7 +1,7 @@
 """Soak: SIGKILL a churning process of a SharedPool thousands of times, then
 check that every object is accounted for exactly once.
 
-    python scripts/shared_kill_soak.py --kills 10000 [--workers 2] [--seed 1]
+    python scripts/shared_kill_soak.py --kills 10000 [--workers 4] [--seed 1]
 
 The suite runs the same function with 300 kills (tests/shared/test_kill.py).
 """
@@ -22,7 +22,7 @@ from shared.test_kill import kill_run  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=10000)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     t = time.monotonic()

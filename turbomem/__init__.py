@@ -30,7 +30,6 @@ except ModuleNotFoundError as _exc:  # pragma: no cover - depends on how the pac
 from turbomem.errors import (
     DoubleFreeError,
     HandleTypeError,
-    RingBusyError,
     SharedFormatError,
     HugePageError,
     InvalidHandleError,
@@ -74,7 +73,6 @@ __all__ = [
     "SmapsParseError",
     "UseAfterFreeError",
     "SharedFormatError",
-    "RingBusyError",
 ]
 
 

@@ -20,7 +20,6 @@ __all__ = [
     "UseAfterFreeError",
     "HandleTypeError",
     "SharedFormatError",
-    "RingBusyError",
 ]
 
 
@@ -76,8 +75,3 @@ class UseAfterFreeError(TurbomemError, RuntimeError):
 class SharedFormatError(TurbomemError, ValueError):
     """A file or descriptor that is not a valid TurboMem shared pool or ring:
     foreign, corrupt, truncated, of another layout version, or unsafe to map."""
-
-
-class RingBusyError(TurbomemError, RuntimeError):
-    """A pool ring's producer (or consumer) side is held by another live thread
-    or process: pool rings are single-producer, single-consumer."""

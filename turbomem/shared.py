@@ -733,9 +733,10 @@ class SharedPool(_shm.PoolFast):
     name=None: an anonymous memfd (pass the pool to children through
     multiprocessing: it sends the descriptor).  A name creates
     /dev/shm/turbomem.NAME (O_EXCL, mode 0600 by default); others use
-    ``SharedPool.attach(name)``.  ``rings`` single-producer/single-consumer
-    rings of ``ring_capacity`` handles live in the same mapping and move
-    ownership with the handle (``pool.ring(i)``).  The first two arguments
+    ``SharedPool.attach(name)``.  ``rings`` multi-producer/multi-consumer
+    rings of ``ring_capacity`` handles (rounded up to a power of two) live
+    in the same mapping and move ownership with the handle
+    (``pool.ring(i)``).  The first two arguments
     are in ``Pool``'s order: object size, then number of objects.
     """
 
