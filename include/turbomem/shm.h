@@ -438,8 +438,11 @@ static inline uint32_t tm_shm__mag_take(tm_shm_pool_t *p, uint32_t m, uint32_t *
 }
 
 /* Move (at most) k handles from src - ours, marked CACHED(s) - into magazine
- * m, owned by the caller, marking each MAG(m).  Returns how many (its room). */
-static inline uint32_t tm_shm__mag_fill(tm_shm_pool_t *p, uint32_t m, const uint32_t *src, uint32_t k) {
+ * m, owned by the caller, marking each MAG(m).  An entry that is not marked
+ * CACHED(s) (only a scribbled cache has one) is dropped.  Returns how many
+ * entries of src were used (at most its room). */
+static inline uint32_t tm_shm__mag_fill(tm_shm_pool_t *p, uint32_t m, uint32_t s, const uint32_t *src,
+                                        uint32_t k) {
     tm_shm_mag_t *mg = &p->mags[m];
     uint32_t c = mg->count;
     if (c > p->mag_size)
@@ -448,11 +451,15 @@ static inline uint32_t tm_shm__mag_fill(tm_shm_pool_t *p, uint32_t m, const uint
         k = p->mag_size - c;
     uint32_t *hs = tm_shm__mag_hs(p, m);
     for (uint32_t i = 0; i < k; i++) {
-        hs[c + i] = src[i];
+        uint32_t h = src[i];
+        /* RELAXED: CACHED(s) objects change only by slot s: us. */
+        if (h >= p->capacity || __atomic_load_n(&p->owner[h], __ATOMIC_RELAXED) != TM_OWN_CACHED(s))
+            continue;
+        hs[c++] = h;
         /* RELAXED: as in tm_shm__mag_take; the push's RELEASE publishes it. */
-        __atomic_store_n(&p->owner[src[i]], TM_OWN_MAG(m), __ATOMIC_RELAXED);
+        __atomic_store_n(&p->owner[h], TM_OWN_MAG(m), __ATOMIC_RELAXED);
     }
-    mg->count = c + k;
+    mg->count = c;
     return k;
 }
 
@@ -482,12 +489,12 @@ static inline int tm_shm__place(tm_shm_pool_t *p, uint32_t s, const uint32_t *hs
             return TM_SHM_ECORRUPT; /* only a scribbled depot has no room */
         if (p->cache_size) {
             uint32_t over = len - p->cache_size / 2, room = p->mag_size - p->mags[m].count;
-            uint32_t k = tm_shm__mag_fill(p, m, cache + len - (over < room ? over : room),
+            uint32_t k = tm_shm__mag_fill(p, m, s, cache + len - (over < room ? over : room),
                                           over < room ? over : room);
             len -= k;
             p->slots[s].len = len;
         } else {
-            i += tm_shm__mag_fill(p, m, hs + i, n - i);
+            i += tm_shm__mag_fill(p, m, s, hs + i, n - i);
         }
         tm_shm__push(p, tm_shm__stack_for(p, p->mags[m].count), s, m);
     }
@@ -515,7 +522,9 @@ static inline int tm_shm__get_slow(tm_shm_pool_t *p, uint32_t s, uint32_t *out, 
             uint32_t k = len < n - got ? len : n - got, i;
             for (i = 0; i < k; i++) {
                 uint32_t h = cache[len - 1 - i];
-                if (h >= p->capacity) /* scribbled: drop the cache, owner[] keeps the truth */
+                /* RELAXED: CACHED(s) objects change only by us.  Anything else:
+                 * a scribbled cache; drop it, owner[] keeps the truth. */
+                if (h >= p->capacity || __atomic_load_n(&p->owner[h], __ATOMIC_RELAXED) != TM_OWN_CACHED(s))
                     break;
                 /* RELAXED: our own cached object (as on the hit path). */
                 __atomic_store_n(&p->owner[h], TM_OWN_HELD(s), __ATOMIC_RELAXED);
@@ -547,16 +556,24 @@ static inline int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, u
     uint32_t *cache = p->caches + (size_t)s * p->cache_size;
     uint32_t len = sl->len;
     if (n <= len && len <= p->cache_size) { /* the hit path: no atomic RMW */
-        for (uint32_t i = 0; i < n; i++) {
+        uint32_t i;
+        for (i = 0; i < n; i++) {
             uint32_t h = cache[len - 1 - i];
-            if (h >= p->capacity)
-                return TM_SHM_ECORRUPT;
+            /* RELAXED: CACHED(s) objects change only by us; the check keeps a
+             * scribbled cache from handing out another's object. */
+            if (h >= p->capacity || __atomic_load_n(&p->owner[h], __ATOMIC_RELAXED) != TM_OWN_CACHED(s))
+                break;
             /* RELAXED: the slot's own object; recovery reads it after death. */
             __atomic_store_n(&p->owner[h], TM_OWN_HELD(s), __ATOMIC_RELAXED);
             out[i] = h;
         }
-        sl->len = len - n;
-        return TM_SHM_OK;
+        if (i == n) {
+            sl->len = len - n;
+            return TM_SHM_OK;
+        }
+        for (uint32_t j = 0; j < i; j++) /* RELAXED: ours, back as they were */
+            __atomic_store_n(&p->owner[out[j]], TM_OWN_CACHED(s), __ATOMIC_RELAXED);
+        /* the slow path drops the cache from the bad entry on, and refills */
     }
     return tm_shm__get_slow(p, s, out, n);
 }
@@ -609,7 +626,7 @@ static inline int tm_shm_flush(tm_shm_pool_t *p, uint32_t s) {
         if (m == TM_SHM_NIL)
             return TM_SHM_ECORRUPT;
         uint32_t room = p->mag_size - p->mags[m].count, k = len < room ? len : room;
-        len -= tm_shm__mag_fill(p, m, cache + len - k, k);
+        len -= tm_shm__mag_fill(p, m, s, cache + len - k, k);
         p->slots[s].len = len;
         tm_shm__push(p, tm_shm__stack_for(p, p->mags[m].count), s, m);
     }
