@@ -1,7 +1,9 @@
 #!/bin/sh
 # Model-check the tagged stack, the cache-steal handshake, the magazine
-# depot and the shared pool under SIGKILL (shmkill.pml) with Spin.
-# Needs: spin, a C compiler (apt-get install -y spin gcc).  ~1 min on 2 cores.
+# depot and the shared pool's kill-safe depot under SIGKILL (shmdepot.pml)
+# with Spin.
+# Needs: spin, a C compiler (apt-get install -y spin gcc).  ~2.5 min on 2
+# cores; pan stops at 4 GB (MEMLIM), which reads as "search incomplete".
 # Each model runs in its correct variant (must have 0 errors) and in a broken
 # variant (must report an error: proof that the model can catch the bug).
 set -eu
@@ -20,7 +22,7 @@ run() {
     (
         cd "$dir"
         spin -a $define "$model.pml" >spin.log 2>&1 || { cat spin.log; exit 3; }
-        $CC -O2 -DSAFETY -DCOLLAPSE -o pan pan.c >cc.log 2>&1 || { cat cc.log; exit 3; }
+        $CC -O2 -DSAFETY -DCOLLAPSE -DMEMLIM=4000 -o pan pan.c >cc.log 2>&1 || { cat cc.log; exit 3; }
         ./pan -m200000 >pan.log 2>&1 || true
     ) || { echo "check.sh: $what: spin/cc failed"; fail=1; return; }
     log="$dir/pan.log"
@@ -48,9 +50,15 @@ run depot "-DTHREADS=3 -DREFILLS=1" ok    "depot.pml magazines, 3 threads, one m
 run depot "-DSPARES=2"              ok    "depot.pml magazines, 2 threads keeping 2 spares each"
 run depot "-DUNTAGGED -DTHREADS=3 -DREFILLS=1" error "depot.pml untagged heads: ABA loses or duplicates a magazine"
 run depot "-DRECYCLE_EARLY"         error "depot.pml magazine recycled before its contents are copied out"
-run shmkill ""                      ok    "shmkill.pml shared pool, a process SIGKILLed at any step: every object in one place"
-run shmkill "-DKILLS=2"             ok    "shmkill.pml two kills"
-run shmkill "-DRKILLS=1"            ok    "shmkill.pml the recoverer killed half-way too (the next one takes over)"
-run shmkill "-DCLAIM_AFTER_PUBLISH" error "shmkill.pml consumer publishes before claiming: a kill strands an object"
-run shmkill "-DNO_REBUILD"          error "shmkill.pml lock taken from a dead holder without the rebuild"
+run shmdepot ""                     ok    "shmdepot.pml shared depot, a worker SIGKILLed at any step, recovered while the other runs"
+run shmdepot "-DB=2 -DCS=2"         ok    "shmdepot.pml magazines of 2 (the PART stack)"
+run shmdepot "-DKILLS=2 -DOPS=2"    ok    "shmdepot.pml both workers killed"
+run shmdepot "-DRKILLS=1 -DN=2 -DOPS=2" ok "shmdepot.pml the recoverer killed at any step too (a second one takes over)"
+run shmdepot "-DRING -DOPS=2"       ok    "shmdepot.pml with the SPSC pool ring (producer / consumer killed)"
+run shmdepot "-DPLAIN_POP"          error "shmdepot.pml plain Treiber pop then state store: a kill strands a magazine"
+run shmdepot "-DNO_RECHECK"         error "shmdepot.pml helper without head re-check, seq-less state CAS: stale helper re-applies"
+run shmdepot "-DNO_SEQ"             error "shmdepot.pml helper re-checks but its state CAS ignores seq"
+run shmdepot "-DNO_FINISH"          error "shmdepot.pml recovery adopts before finishing the dead slot's head ops"
+run shmdepot "-DRKILLS=1 -DN=2 -DOPS=2 -DNO_TAKEOVER" error "shmdepot.pml dead recoverer's marked slots not taken over"
+run shmdepot "-DRING -DOPS=2 -DCLAIM_AFTER_PUBLISH" error "shmdepot.pml consumer publishes before claiming: a kill strands an object"
 exit $fail
