@@ -1010,8 +1010,9 @@ static inline uint64_t tm_shm__return_mags(tm_shm_pool_t *p, uint32_t x, uint8_t
  * with x until it lands in a magazine.  So a recoverer killed half-way
  * leaves nothing of its own: the next one redoes this from the start
  * (every step is idempotent), and x owns at most one magazine at a time
- * besides those it had when it died.  Returns the objects made available. */
-static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t x, uint8_t *inring,
+ * besides those it had when it died.  Returns the objects made available,
+ * or -1 (the slot not released) if the depot had no room. */
+static inline int64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t x, uint8_t *inring,
                                             uint8_t *mine) {
     /* 1. Operations x left in the depot heads: finished, so every magazine
      *    x had popped is OWNED(x) and every one it pushed is ON a stack. */
@@ -1019,7 +1020,7 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t x, uint8_
     /* 2. Rings. */
     tm_shm__recover_rings(p, x, inring);
     /* 3. x's magazines, rebuilt from owner[], back on the stacks. */
-    uint64_t freed = tm_shm__return_mags(p, x, mine);
+    int64_t freed = (int64_t)tm_shm__return_mags(p, x, mine);
     /* 4. Every object marked as x's (and not published in a ring) into
      *    magazines. */
     uint32_t pm = TM_SHM_NIL;
@@ -1034,7 +1035,7 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t x, uint8_
             pm = TM_SHM_NIL;
         }
         if (pm == TM_SHM_NIL && (pm = tm_shm__pop_room(p, x)) == TM_SHM_NIL)
-            break; /* only a scribbled depot has no room */
+            return -1; /* only a scribbled depot has no room: keep the slot, undone by the caller */
         /* ACQ_REL: a live process putting the same handle races us; one wins. */
         if (__atomic_compare_exchange_n(&p->owner[h], &w, TM_OWN_MAG(pm), 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED)) {
@@ -1046,7 +1047,7 @@ static inline uint64_t tm_shm__recover_slot(tm_shm_pool_t *p, uint32_t x, uint8_
         tm_shm__push(p, tm_shm__stack_for(p, p->mags[pm].count), x, pm);
     /* 5. Release the slot (last: it marks the work done). */
     p->slots[x].len = 0;
-    __atomic_add_fetch(&p->ctl->recovered, freed, __ATOMIC_RELAXED); /* a statistic */
+    __atomic_add_fetch(&p->ctl->recovered, (uint64_t)freed, __ATOMIC_RELAXED); /* a statistic */
     __atomic_store_n(&p->slots[x].start_time, 0, __ATOMIC_RELAXED); /* ordered by the RELEASE below */
     __atomic_store_n(&p->slots[x].rec_start, 0, __ATOMIC_RELAXED);
     /* RELEASE: a new claimant of the slot sees it emptied. */
@@ -1085,8 +1086,10 @@ static inline long long tm_shm_recover(tm_shm_pool_t *p, uint32_t s, int32_t pid
     if (!inring || !mine) {
         __atomic_compare_exchange_n(&sl->own, &mark, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
         freed = TM_SHM_ENOMEM;
-    } else {
-        freed = (long long)tm_shm__recover_slot(p, s, inring, mine);
+    } else if ((freed = (long long)tm_shm__recover_slot(p, s, inring, mine)) < 0) {
+        /* Not released: give the mark back, so a later recover() retries. */
+        __atomic_compare_exchange_n(&sl->own, &mark, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+        freed = TM_SHM_ECORRUPT;
     }
     free(inring);
     free(mine);
