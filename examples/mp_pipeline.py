@@ -2,8 +2,10 @@
 """Multi-process packet pipeline: receiver -> N workers -> sender over shared rings.
 
 Every packet buffer comes from one turbomem SharedPool; the processes pass
-4-byte handles over the pool's rings (receiver -> worker i, worker i ->
-sender), never packet bytes.  Workers drop UDP packets to --drop-port and
+4-byte handles over two of the pool's rings, never packet bytes: the receiver
+puts bursts on one work ring that every worker takes from (multi-consumer:
+whichever worker is free takes the next burst), and every worker puts what it
+keeps on one ring the sender drains (multi-producer).  Workers drop UDP packets to --drop-port and
 forward the rest; the sender writes them to a pcap file (--out) or just counts.
 At the end every buffer must be back: pool.available == pool.capacity.
 
@@ -64,23 +66,26 @@ def read_pcap(path):
             yield linktype, data
 
 
-def receiver(pool, source, nworkers, assigned, rx_done):
-    """Copy each packet into a pool buffer (the one copy) and hand it to a worker."""
+WORK, OUT = 0, 1  # the pool's rings
+
+
+def receiver(pool, source, assigned, rx_done):
+    """Copy each packet into a pool buffer (the one copy) and put it on the work ring."""
     objs = pool.objects()
     lens = pool.lengths
-    batch, w, n = [], 0, 0
+    batch = []
     for _lt, data in read_pcap(source):
         batch.append(data[:OBJ])
         if len(batch) == BURST:
-            n += _send(pool, objs, lens, batch, w, assigned)
-            batch, w = [], (w + 1) % nworkers
+            _send(pool, objs, lens, batch, assigned)
+            batch = []
     if batch:
-        n += _send(pool, objs, lens, batch, w, assigned)
+        _send(pool, objs, lens, batch, assigned)
     rx_done.set()
     pool.close()
 
 
-def _send(pool, objs, lens, batch, w, assigned):
+def _send(pool, objs, lens, batch, assigned):
     while True:
         try:
             hs = pool.get_bulk(len(batch))
@@ -90,15 +95,14 @@ def _send(pool, objs, lens, batch, w, assigned):
     for h, data in zip(hs.tolist(), batch):
         objs[h, :len(data)] = np.frombuffer(data, dtype=np.uint8)
         lens[h] = len(data)
-    pool.ring(w).enqueue_bulk(hs, timeout=None)
+    pool.ring(WORK).enqueue_bulk(hs, timeout=None)
     with assigned.get_lock():
-        assigned[w] += len(batch)
-    return len(batch)
+        assigned.value += len(batch)
 
 
-def worker(pool, w, nworkers, drop_port, done_counts, dropped, assigned, rx_done):
+def worker(pool, w, drop_port, done_counts, dropped, rx_done):
     """Classify in place; drop UDP to drop_port, forward the rest to the sender."""
-    rin, rout = pool.ring(w), pool.ring(nworkers + w)
+    rin, rout = pool.ring(WORK), pool.ring(OUT)
     objs = pool.objects()
     while True:
         hs = rin.dequeue_burst(BURST, timeout=0.05)
@@ -124,29 +128,27 @@ def worker(pool, w, nworkers, drop_port, done_counts, dropped, assigned, rx_done
     pool.close()
 
 
-def sender(pool, nworkers, out, workers_done, sent):
-    """Drain the workers' rings; write to a pcap or just count; free every buffer."""
+def sender(pool, out, workers_done, sent):
+    """Drain the workers' output ring; write to a pcap or just count; free every buffer."""
     objs = pool.objects()
     lens = pool.lengths
     writer = open(out, "wb") if out else None
     if writer:
         writer.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
     idle_rounds = 0
+    rin = pool.ring(OUT)
     while True:
-        got_any = False
-        for w in range(nworkers):
-            hs = pool.ring(nworkers + w).dequeue_burst(BURST)
-            if hs.size:
-                got_any = True
-                if writer:
-                    for h in hs.tolist():
-                        n = int(lens[h])
-                        writer.write(struct.pack("<IIII", 0, 0, n, n))
-                        writer.write(objs[h, :n].tobytes())
-                pool.put_bulk(hs)
-                with sent.get_lock():
-                    sent.value += hs.size
-        if got_any:
+        hs = rin.dequeue_burst(BURST)
+        if hs.size:
+            if writer:
+                for h in hs.tolist():
+                    n = int(lens[h])
+                    writer.write(struct.pack("<IIII", 0, 0, n, n))
+                    writer.write(objs[h, :n].tobytes())
+            pool.put_bulk(hs)
+            with sent.get_lock():
+                sent.value += hs.size
+        if hs.size:
             idle_rounds = 0
         elif workers_done.is_set():
             idle_rounds += 1
@@ -161,24 +163,24 @@ def sender(pool, nworkers, out, workers_done, sent):
 
 def run(source, nworkers=2, drop_port=None, out=None, kill_worker=None, capacity=8192, total=None):
     ctx = mp.get_context("fork")
-    pool = SharedPool(OBJ, capacity, rings=2 * nworkers, ring_capacity=1024, cache_size=64)
+    pool = SharedPool(OBJ, capacity, rings=2, ring_capacity=1024, cache_size=64)
     # captured lengths: a small shared array beside the pool (inherited through fork)
     pool.lengths = np.frombuffer(mp.RawArray("H", capacity), dtype=np.uint16)
-    assigned = ctx.Array("q", nworkers)
+    assigned = ctx.Value("q", 0)
     done_counts = ctx.Array("q", nworkers)
     dropped = ctx.Array("q", nworkers)
     sent = ctx.Value("q", 0)
     rx_done, workers_done = ctx.Event(), ctx.Event()
     t0 = time.perf_counter()
-    rx = ctx.Process(target=receiver, args=(pool, source, nworkers, assigned, rx_done))
-    ws = [ctx.Process(target=worker, args=(pool, w, nworkers, drop_port, done_counts, dropped, assigned,
-                                           rx_done)) for w in range(nworkers)]
-    tx = ctx.Process(target=sender, args=(pool, nworkers, out, workers_done, sent))
+    rx = ctx.Process(target=receiver, args=(pool, source, assigned, rx_done))
+    ws = [ctx.Process(target=worker, args=(pool, w, drop_port, done_counts, dropped, rx_done))
+          for w in range(nworkers)]
+    tx = ctx.Process(target=sender, args=(pool, out, workers_done, sent))
     for p in [rx, tx, *ws]:
         p.start()
     lost, recovered, killed = 0, [], False
     if kill_worker is not None and total:
-        while done_counts[0] < kill_worker * total / nworkers and ws[0].is_alive():
+        while sum(done_counts) < kill_worker * total and ws[0].is_alive():
             time.sleep(0.001)
         killed = ws[0].is_alive()
         os.kill(ws[0].pid, signal.SIGKILL)  # a no-op on a finished (zombie) worker
@@ -186,10 +188,9 @@ def run(source, nworkers=2, drop_port=None, out=None, kill_worker=None, capacity
         res = pool.recover()
         recovered = res["slots"]
         lost = res["objects"]
-        # the replacement takes over ring 0 (its consumer side was released by recover())
-        # and the dead worker's count: what it had dequeued but not finished is lost
-        ws[0] = ctx.Process(target=worker, args=(pool, 0, nworkers, drop_port, done_counts, dropped,
-                                                 assigned, rx_done))
+        # what the dead worker had taken but not finished is lost (recover() gave the
+        # buffers back); the others keep taking from the work ring; a replacement joins
+        ws[0] = ctx.Process(target=worker, args=(pool, 0, drop_port, done_counts, dropped, rx_done))
         ws[0].start()
     rx.join()
     for p in ws:
@@ -198,11 +199,11 @@ def run(source, nworkers=2, drop_port=None, out=None, kill_worker=None, capacity
     tx.join()
     elapsed = time.perf_counter() - t0
     pool.recover()
-    report = {"received": int(sum(assigned)), "processed": int(sum(done_counts)),
+    report = {"received": int(assigned.value), "processed": int(sum(done_counts)),
               "dropped": int(sum(dropped)), "forwarded": int(sent.value), "workers": nworkers,
               "per_worker": list(done_counts), "seconds": round(elapsed, 3),
-              "packets_per_sec": round(sum(assigned) / elapsed) if elapsed else None,
-              "lost": int(sum(assigned)) - int(sum(dropped)) - int(sent.value),
+              "packets_per_sec": round(assigned.value / elapsed) if elapsed else None,
+              "lost": int(assigned.value) - int(sum(dropped)) - int(sent.value),
               "worker_killed": killed, "killed_worker_recovered": recovered, "objects_recovered": lost,
               "pool_available": pool.available, "pool_capacity": pool.capacity,
               "exit_codes": [p.exitcode for p in [rx, *ws, tx]],
