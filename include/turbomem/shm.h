@@ -961,8 +961,10 @@ static inline void tm_shm__recover_rings(tm_shm_pool_t *p, uint32_t x, uint8_t *
             uint32_t v = TM_CELL_VAL(c);
             if (v == TM_CELL_RSV(x)) {
                 /* ACQ_REL: as a producer giving up its claim. */
-                __atomic_compare_exchange_n(&q->cells[i], &c, TM_CELL(TM_CELL_SEQ(c) + 1, TM_CELL_TOMB), 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+                if (__atomic_compare_exchange_n(&q->cells[i], &c, TM_CELL(TM_CELL_SEQ(c) + 1, TM_CELL_TOMB), 0,
+                                                __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+                    /* a consumer asleep behind the claim moves on now, not at its next slice */
+                    tm_shm_notify(&tm_shm_ringctl(p, r)->data_seq, &tm_shm_ringctl(p, r)->data_waiters);
             } else if (v < p->capacity) {
                 uint32_t w = __atomic_load_n(&p->owner[v], __ATOMIC_ACQUIRE); /* pairs with the mark */
                 if (TM_OWN_KIND(w) == TM_K_RING && TM_OWN_RINGNO(w) == r)
