@@ -35,10 +35,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, SupportsIndex
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from . import _shm, _sys, procfs, smaps
 from .errors import (
@@ -568,21 +571,65 @@ def _one_handle(h) -> int:
     return h
 
 
-def _rebuild_pool(name, dupfd):
+def _rebuild(cls: Any, name: str | None, dupfd: Any) -> Any:
+    """Unpickle a SharedPool or SharedRing: attach by name, or to the descriptor."""
     if name is not None:
-        return SharedPool.attach(name)
-    return _attach_fd(SharedPool, dupfd.detach(), None)
-
-
-def _rebuild_ring(name, dupfd):
-    if name is not None:
-        return SharedRing.attach(name)
-    return _attach_fd(SharedRing, dupfd.detach(), None)
+        return cls.attach(name)
+    return _attach_fd(cls, dupfd.detach(), None)
 
 
 def _reduce_fd(obj):
     from multiprocessing.reduction import DupFd
     return DupFd(obj._m.fd)
+
+class _SharedMapping:
+    """What SharedPool and SharedRing share as owners of one mapping: its
+    name, close state, unlink, context management, pickling (the name or a
+    descriptor, never the memory) and the huge-page report."""
+
+    _m: _Mapping
+    _v: Any
+    _closed: bool
+
+    def _check(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str | None:
+        """The /dev/shm name, or None for a memfd."""
+        return self._m.name
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has run in this process."""
+        return self._closed
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm (attached processes keep working)."""
+        if self._m.name is not None:
+            try:
+                os.unlink(_shm_path(self._m.name))
+            except FileNotFoundError:
+                pass
+
+    def hugepage_report(self) -> dict[str, Any]:
+        """Page size and huge-page coverage of the mapping, and why."""
+        self._check()
+        return hugepage_report(self._m, self._v.address())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, str | None, Any]]:
+        self._check()
+        return (_rebuild, (type(self), self._m.name, None if self._m.name else _reduce_fd(self)))
+
 
 
 # Bumped in every fork child: thread-slot leases from the parent are void there.
@@ -718,7 +765,7 @@ def _attach_fd(cls: Any, fd: int, name: str | None, what: str | None = None) -> 
     return self
 
 
-class SharedPool(_shm.PoolFast):
+class SharedPool(_SharedMapping, _shm.PoolFast):
     """A fixed-size object pool in one shared mapping, usable from several
     processes at once and recovered when one of them dies.
 
@@ -1029,25 +1076,12 @@ class SharedPool(_shm.PoolFast):
                 "processes": len({pid for _s, pid, *_ in self._v.slots()}),
                 "recovered_total": c["recovered"], "magazines": c["magazines"]}
 
-    def hugepage_report(self) -> dict[str, Any]:
-        """Page size and huge-page coverage of the mapping, and why."""
-        self._check()
-        return hugepage_report(self._m, self._v.address())
-
     # ---- lifecycle -----------------------------------------------------------------
-
-    @property
-    def name(self) -> str | None:
-        return self._m.name
 
     @property
     def fd(self) -> int:
         self._check()
         return self._m.fd
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def close(self) -> None:
         """Detach this process: its caches go back, objects its threads still
@@ -1072,24 +1106,6 @@ class SharedPool(_shm.PoolFast):
             # until the last one goes (mmap frees it then); never unmap under it.
             os.close(self._m.fd)
             self._m.fd = -1
-
-    def unlink(self) -> None:
-        """Remove the name from /dev/shm (attached processes keep working)."""
-        if self._m.name is not None:
-            try:
-                os.unlink(_shm_path(self._m.name))
-            except FileNotFoundError:
-                pass
-
-    def __enter__(self) -> SharedPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __reduce__(self) -> tuple[Any, tuple[str | None, Any]]:
-        self._check()
-        return (_rebuild_pool, (self._m.name, None if self._m.name else _reduce_fd(self)))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"capacity={self.capacity}, obj_size={self.obj_size}"
@@ -1180,7 +1196,7 @@ class PoolRing:
         return self._pool._v.ring_handles(self.index)
 
 
-class SharedRing:
+class SharedRing(_SharedMapping):
     """A ring of uint32 values (include/turbomem/ring.h) in its own shared
     mapping, with futex waits: an idle waiter sleeps in the kernel and the
     other side wakes it only when someone sleeps.
@@ -1269,16 +1285,6 @@ class SharedRing:
         self._check()
         return self._v.waiters()
 
-    @property
-    def name(self) -> str | None:
-        """The /dev/shm name, or None for a memfd ring."""
-        return self._m.name
-
-    @property
-    def closed(self) -> bool:
-        """True once close() has run in this process."""
-        return self._closed
-
     def close(self) -> None:
         """Unmap the ring in this process (others keep it)."""
         if self._closed:
@@ -1286,29 +1292,6 @@ class SharedRing:
         self._closed = True
         self._v.release()
         self._m.close()
-
-    def unlink(self) -> None:
-        """Remove the name from /dev/shm (attached processes keep working)."""
-        if self._m.name is not None:
-            try:
-                os.unlink(_shm_path(self._m.name))
-            except FileNotFoundError:
-                pass
-
-    def hugepage_report(self) -> dict[str, Any]:
-        """Page size and huge-page coverage of the mapping, and why."""
-        self._check()
-        return hugepage_report(self._m, self._v.address())
-
-    def __enter__(self) -> SharedRing:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __reduce__(self) -> tuple[Any, tuple[str | None, Any]]:
-        self._check()
-        return (_rebuild_ring, (self._m.name, None if self._m.name else _reduce_fd(self)))
 
     def __repr__(self) -> str:
         return f"<SharedRing {self._m.name or 'memfd'} capacity={self.capacity}{' closed' if self._closed else ''}>"
