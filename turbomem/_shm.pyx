@@ -359,7 +359,7 @@ cdef class PoolView(_Mapped):
         cdef bytearray seen = bytearray(self.p.nmags)
         cdef bytearray listed = bytearray(self.p.capacity)
         cdef Py_ssize_t nlisted = 0
-        for k in range(TM_DEPOT_STACKS):
+        for k in range(<uint32_t>TM_DEPOT_STACKS):
             hd = self.p.ctl.heads[k].word
             if TM_H_OP(hd) != TM_OP_NONE:
                 problems.append(f"{DEPOT_STACKS[k]} stack has an unfinished operation")
