@@ -592,6 +592,7 @@ class _SharedMapping:
     _closed: bool
 
     def _check(self) -> None:
+        """Raise unless this object is open (each class says what else it checks)."""
         raise NotImplementedError
 
     @property
@@ -605,6 +606,7 @@ class _SharedMapping:
         return self._closed
 
     def close(self) -> None:
+        """Detach this process from the mapping (each class says what that gives back)."""
         raise NotImplementedError
 
     def unlink(self) -> None:
@@ -621,12 +623,15 @@ class _SharedMapping:
         return hugepage_report(self._m, self._v.address())
 
     def __enter__(self) -> Self:
+        """The object itself: ``with`` closes it at the end."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """close()."""
         self.close()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, str | None, Any]]:
+        """Pickle as the name, or as a descriptor multiprocessing duplicates: never the memory."""
         self._check()
         return (_rebuild, (type(self), self._m.name, None if self._m.name else _reduce_fd(self)))
 

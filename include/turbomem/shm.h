@@ -652,10 +652,12 @@ static inline int tm_shm_flush(tm_shm_pool_t *p, uint32_t s) {
  * Consumers take a handle by CAS on its owner word, RING(r, *) -> HELD(c):
  * that CAS is the commit point, so each enqueue is delivered exactly once
  * whatever is killed; a published cell whose handle is no longer marked
- * RING(r) (taken by a consumer that died before retiring the cell) is just
- * retired by whoever reaches it.  FIFO holds per position, except that a
- * handle whose stale cell a dead or stalled consumer left behind may be
- * taken early (still once). */
+ * RING(r) (taken by a consumer that has not retired it yet) is retired by
+ * whoever reaches it, and the recovery of a consumer that died in between
+ * retires it before it gives the handle back.  So a cell whose handle is
+ * marked RING(r) is always that handle's current enqueue.  (A consumer that
+ * read a cell, stalled, and finds the handle enqueued again elsewhere may
+ * take it there early: still once.) */
 #define TM_CELL_FREE 0xFFFFFFFFu
 #define TM_CELL_TOMB 0xFFFFFFFEu
 #define TM_CELL_RSV(s) (0x80000000u | (uint32_t)(s))
@@ -788,8 +790,14 @@ static inline long tm_shm_ring_enqueue(tm_shm_pool_t *p, uint32_t r, uint32_t s,
         if (TM_OWN_KIND(w) != TM_K_HELD ||
             !__atomic_compare_exchange_n(&p->owner[hs[i]], &w, TM_OWN_RING(r, s), 0, __ATOMIC_ACQ_REL,
                                          __ATOMIC_RELAXED)) {
-            for (uint32_t j = 0; j < i; j++) /* RELAXED: not yet published, still ours */
-                __atomic_store_n(&p->owner[hs[j]], TM_OWN_HELD(s), __ATOMIC_RELAXED);
+            for (uint32_t j = 0; j < i; j++) {
+                /* Not yet published.  A CAS, not a store: with hs[j] repeated in
+                 * a bad call, only the mark we made is ours to undo.  ACQ_REL:
+                 * as the mark. */
+                uint32_t mine = TM_OWN_RING(r, s);
+                __atomic_compare_exchange_n(&p->owner[hs[j]], &mine, TM_OWN_HELD(s), 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED);
+            }
             *bad = i;
             rc = TM_SHM_ENOTHELD;
             goto give_up;
@@ -967,8 +975,21 @@ static inline void tm_shm__recover_rings(tm_shm_pool_t *p, uint32_t x, uint8_t *
                     tm_shm_notify(&tm_shm_ringctl(p, r)->data_seq, &tm_shm_ringctl(p, r)->data_waiters);
             } else if (v < p->capacity) {
                 uint32_t w = __atomic_load_n(&p->owner[v], __ATOMIC_ACQUIRE); /* pairs with the mark */
-                if (TM_OWN_KIND(w) == TM_K_RING && TM_OWN_RINGNO(w) == r)
+                if (w == TM_OWN_HELD(x)) {
+                    /* x took v here and died before retiring the cell.  Retire it
+                     * now, before step 4 gives v back: a stale cell that outlived
+                     * v's return could later be taken for a new enqueue of v (an
+                     * unpublished one would then look published, and be lost).
+                     * So a cell holding a handle marked RING is always that
+                     * handle's current enqueue (models/shmdepot.pml found this).
+                     * ACQ_REL: as a consumer's retire. */
+                    if (__atomic_compare_exchange_n(&q->cells[i], &c,
+                                                    TM_CELL(TM_CELL_SEQ(c) - 1 + p->ring_mask + 1, TM_CELL_FREE),
+                                                    0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+                        tm_shm_notify(&tm_shm_ringctl(p, r)->space_seq, &tm_shm_ringctl(p, r)->space_waiters);
+                } else if (TM_OWN_KIND(w) == TM_K_RING && TM_OWN_RINGNO(w) == r) {
                     inring[v] = 1;
+                }
             }
         }
     }

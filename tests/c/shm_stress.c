@@ -149,9 +149,7 @@ static void audit(tm_shm_pool_t *p, const char *what) {
             if (h >= CAP || p->owner[h] != TM_OWN_RING(r, TM_OWN_SLOT(p->owner[h])) ||
                 TM_CELL_SEQ(c) - 1 - q->cons_pos > p->ring_mask)
                 continue; /* free, tombstone, stale (taken: its handle is elsewhere) */
-            if (seen[h] == 2)
-                continue; /* a stale cell and the live one: delivered once all the same */
-            if (seen[h]) {
+            if (seen[h]) { /* twice in the rings (a stale cell outliving its handle's return), or also in the depot */
                 fprintf(stderr, "%s: ring %u cell %u (handle %u) also elsewhere\n", what, r, i, h);
                 exit(1);
             }
