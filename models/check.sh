@@ -2,7 +2,7 @@
 # Model-check the tagged stack, the cache-steal handshake, the magazine
 # depot and the shared pool's kill-safe depot under SIGKILL (shmdepot.pml)
 # with Spin.
-# Needs: spin, a C compiler (apt-get install -y spin gcc).  ~2.5 min on 2
+# Needs: spin, a C compiler (apt-get install -y spin gcc).  ~3.5 min on 2
 # cores; pan stops at 4 GB (MEMLIM), which reads as "search incomplete".
 # Each model runs in its correct variant (must have 0 errors) and in a broken
 # variant (must report an error: proof that the model can catch the bug).
@@ -54,11 +54,21 @@ run shmdepot ""                     ok    "shmdepot.pml shared depot, a worker S
 run shmdepot "-DB=2 -DCS=2"         ok    "shmdepot.pml magazines of 2 (the PART stack)"
 run shmdepot "-DKILLS=2 -DOPS=2"    ok    "shmdepot.pml both workers killed"
 run shmdepot "-DRKILLS=1 -DN=2 -DOPS=2" ok "shmdepot.pml the recoverer killed at any step too (a second one takes over)"
-run shmdepot "-DRING -DOPS=2"       ok    "shmdepot.pml with the SPSC pool ring (producer / consumer killed)"
+run shmdepot "-DRING -DOPS=2 -DCOPS=0" ok "shmdepot.pml MPMC pool ring: 2 producers, worker 1 consuming, final drain"
+run shmdepot "-DRING -DN=2 -DOPS=2 -DPRE_PUTS=0" ok "shmdepot.pml MPMC pool ring with a live consumer racing"
+run shmdepot "-DRING -DNENQ=2 -DOPS=2 -DCOPS=0" ok "shmdepot.pml MPMC pool ring, 2-handle enqueue (all or nothing, give-up tombstones)"
+# The next line FAILS against shm.h as written (an object lost through a dead
+# consumer's stale cell: see FOUND in shmdepot.pml); the one after it models
+# the proposed fix.  Once shm.h retires the stale cells, make RETIRE_STALE
+# the model's behaviour and drop the second line.
+run shmdepot "-DRING -DSCRIPT -DKILLS=2 -DOPS0=3 -DOPS1=2 -DCOPS=2 -DPRE_PUTS=0" ok "shmdepot.pml MPMC pool ring, a consumer and a producer killed (stale cells)"
+run shmdepot "-DRING -DSCRIPT -DKILLS=2 -DOPS0=3 -DOPS1=2 -DCOPS=2 -DPRE_PUTS=0 -DRETIRE_STALE" ok "shmdepot.pml the same, recovery retiring the dead consumer's stale cells (proposed fix)"
 run shmdepot "-DPLAIN_POP"          error "shmdepot.pml plain Treiber pop then state store: a kill strands a magazine"
 run shmdepot "-DNO_RECHECK"         error "shmdepot.pml helper without head re-check, seq-less state CAS: stale helper re-applies"
 run shmdepot "-DNO_SEQ"             error "shmdepot.pml helper re-checks but its state CAS ignores seq"
 run shmdepot "-DNO_FINISH"          error "shmdepot.pml recovery adopts before finishing the dead slot's head ops"
 run shmdepot "-DRKILLS=1 -DN=2 -DOPS=2 -DNO_TAKEOVER" error "shmdepot.pml dead recoverer's marked slots not taken over"
-run shmdepot "-DRING -DOPS=2 -DCLAIM_AFTER_PUBLISH" error "shmdepot.pml consumer publishes before claiming: a kill strands an object"
+run shmdepot "-DRING -DOPS=2 -DCOPS=0 -DPUBLISH_BEFORE_MARK" error "shmdepot.pml ring producer publishes before marking: a consumer skips the handle, lost"
+run shmdepot "-DRING -DOPS=2 -DCOPS=0 -DNO_TOMBSTONE" error "shmdepot.pml recovery leaves a dead producer's claim: the ring is stuck"
+run shmdepot "-DRING -DOPS=2 -DCOPS=0 -DRETIRE_BEFORE_TAKE" error "shmdepot.pml ring consumer retires before its owner CAS: a kill loses the object"
 exit $fail

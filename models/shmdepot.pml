@@ -14,7 +14,7 @@
  *    and put (CAS HELD->CACHED, into the cache, or tm_shm__place: pop_room +
  *    mag_fill of the top half of the cache + push FULL/PART), each helping
  *    any operation it finds in a head;
- *  - owner[h] (MAG(m) / HELD(s) / CACHED(s) / RING(s)), the truth recovery
+ *  - owner[h] (MAG(m) / HELD(s) / CACHED(s) / RING(0, s)), the truth recovery
  *    reads; each owner-word store/CAS is a step;
  *  - kills: a worker may die after any step that writes shared memory (KILLS
  *    deaths in all); the other worker keeps running (and helping) meanwhile;
@@ -27,11 +27,24 @@
  *  - -DRKILLS=1: the recoverer may die too after any of its steps; a second
  *    recoverer (slot 3) recovers it (adopting what it owned) and takes over
  *    (CAS on the slot word) the slot it was recovering;
- *  - -DRING: pool ring 0 (SPSC, tm_shm_ring_enqueue/dequeue, one handle a
- *    call): slot 0 may enqueue a held object (CAS HELD->RING, slot store,
- *    prod.tail store), slot 1 may dequeue (load prod.tail, load owner, CAS
- *    RING->HELD, then cons.tail store), recovery skips a dead consumer's
- *    claimed prefix and spares published handles.
+ *  - -DRING: pool ring 0, the multi-producer, multi-consumer kill-safe ring
+ *    of shm.h, 2 cells (positions wrap: laps matter), cells [seq | val]
+ *    with val FREE / RSV(s) / handle / TOMB, prod_pos and cons_pos hints.
+ *    Both workers produce (tm_shm_ring_enqueue: tm_shm__ring_claim per
+ *    handle - load prod_pos, load cell, CAS the claim, CAS prod_pos on, or
+ *    CAS the hint on past a taken cell, or full -; then mark each handle
+ *    HELD -> RING(0, s); then publish each cell by CAS; a ring full midway
+ *    turns the claimed cells into tombstones; -DNENQ=2: worker 0 enqueues
+ *    two handles at once, all or nothing); worker 1 also consumes
+ *    (tm_shm_ring_dequeue of one handle: load cons_pos, load cell, load
+ *    owner, CAS RING -> HELD (the commit), CAS retire, CAS cons_pos on; stop
+ *    at a claimed cell (EBUSY) or a free one (empty)); a third process, the
+ *    live consumer (slot NS, never killed, no cache), dequeues COPS times
+ *    racing with everyone, then, once all are done or dead and recovered,
+ *    drains the ring.  Recovery runs tm_shm__recover_rings exactly (each
+ *    cell: load; RSV(x) -> CAS to a tombstone; a handle -> load its owner,
+ *    inring if RING(0)) and step 4 leaves RING(0, x) handles in inring;
+ *    -DRETIRE_STALE adds the fix proposed below;
  *
  * ABSTRACTED, and why it is sound:
  *  - a kill point only after steps that write shared memory: a kill right
@@ -54,6 +67,13 @@
  *    cannot change except by us (x is dead; a stale helper's CAS expects a
  *    pre-operation value and fails); each matching word is still loaded and
  *    CASed in two steps;
+ *  - tm_shm_ring_enqueue's count pre-check is left out: it returns 0 before
+ *    touching shared memory, which is the same as not enqueuing (the claim
+ *    still finds a full ring); the mark's load-then-CAS is one step (the
+ *    word is HELD(s), which nobody else writes); a dequeue that finds a
+ *    claimed cell returns EBUSY at once (its bounded spin re-reads the same
+ *    cell: another interleaving does that); the range checks (scribbles)
+ *    are asserted never to fire;
  *  - pop_room's bounded retry (1000 x sched_yield) is a blocking wait until
  *    the EMPTY or PART head changes: a retry from unchanged heads reads the
  *    same words and changes nothing.  The model never gives up; with the
@@ -67,15 +87,20 @@
  *    changes), so ABA by wrap-around is out of scope, as shm.h argues.
  *
  * Sizes (-D): N objects (3), B magazine size (1), CS cache size (1), OPS
- * operations per worker after the prefix (3), KILLS (1), RKILLS (0).
+ * operations per worker after the prefix (3; OPS0 / OPS1 per worker),
+ * KILLS (1), RKILLS (0); with RING: COPS (1) racing dequeues of the live
+ * consumer, NENQ (1) handles per enqueue of worker 0, -DDEQ0 (worker 0
+ * dequeues too), -DSCRIPT (worker 0 runs enqueue, get, enqueue, ... and
+ * worker 1 only dequeues: the operations fixed, their interleavings and
+ * kill points all explored).
  * NM = ceil(N/B) + NS + 2, the formula of tm_shm_mag_geometry with
  * max_slots = NS = the slots that own magazines in the model (2 workers + 1
  * recoverer, + 1 with RKILLS).  Worker 0 first runs a prefix alone, with no
  * kill: CS + 1 gets then CS puts (its cache full, one object in hand, so its
  * next put flushes); a reachable state, reached by the real operations, that
  * brings both refill and flush within OPS.  check.sh runs: the default;
- * B=2 CS=2 (the PART stack); KILLS=2; RKILLS=1 with N=2 OPS=2; RING with
- * OPS=2 (each ~1-2 GB at most, under a minute).
+ * B=2 CS=2 (the PART stack); KILLS=2; RKILLS=1 with N=2 OPS=2; the RING
+ * lines of check.sh (each ~1.5 GB at most, under a minute).
  *
  * CHECKED: an object is never handed to two live parties (ghost gh[], and not
  * in another live cache); a pop returns a magazine OWNED by the popper and
@@ -84,8 +109,27 @@
  * (everyone done or dead and recovered): no operation left in a head, every
  * magazine on exactly one stack exactly once, in state ON(that stack), with
  * a count that fits the stack; every object in exactly one place (listed in
- * a magazine on a stack, a live cache, a live holder, published in the ring)
- * whose owner word agrees (MAG(m), CACHED(s), HELD(s), RING).
+ * a magazine on a stack, a live cache, a live holder, a published cell
+ * whose handle is still marked RING) whose owner word agrees (MAG(m),
+ * CACHED(s), HELD(s), RING); a stale cell (its handle no longer RING) is no
+ * place.  RING: a dequeue takes a handle no other live party holds; the
+ * producer's publish and tombstone CASes find its own claim; no cell or
+ * position in a state "only a scribble leaves"; the final drain never meets
+ * a claimed cell (no dead producer's claim left: nothing stuck), ends with
+ * cons_pos >= prod_pos and every cell free.
+ *
+ * FOUND (shm.h as written, -DRING -DSCRIPT -DKILLS=2): an object lost.  A
+ * consumer's take leaves the cell published until it is retired; if that
+ * consumer dies in between, the stale cell (p + 1, h) outlives h's return to
+ * the depot.  h can then be re-enqueued by a producer that dies after
+ * marking it RING(0, x) but before publishing: tm_shm__recover_rings finds
+ * the stale cell, sees RING(0) and sets inring[h], so step 4 leaves h; a
+ * consumer that read that cell (and the owner word, not RING then) before
+ * retires it by a CAS that still succeeds, and h is marked RING(0, x) in no
+ * cell: lost until slot x is used and recovered again.  -DRETIRE_STALE: the
+ * recovery of x retires every published cell whose handle is HELD(x)
+ * (taken by x, not retired) before step 4 gives h back; then a cell with a
+ * RING handle is always that handle's live enqueue, and the line passes.
  *
  * MUST-FAIL variants:
  *  -DPLAIN_POP     pop is a plain Treiber CAS head m -> next, then the state
@@ -100,8 +144,13 @@
  *  -DRKILLS=1 -DNO_TAKEOVER  the second recoverer does not take over the
  *                  slots the dead recoverer had marked: they are never
  *                  recovered;
- *  -DRING -DCLAIM_AFTER_PUBLISH  the consumer publishes cons.tail before
- *                  claiming the handle: a kill in between strands it.
+ *  -DRING -DPUBLISH_BEFORE_MARK  the producer publishes the cell, then
+ *                  marks the handle: a consumer finds it still HELD, retires
+ *                  the cell, and the handle is marked RING in no cell: lost;
+ *  -DRING -DNO_TOMBSTONE  recovery leaves a dead producer's claimed cells:
+ *                  the final drain stops at one for ever;
+ *  -DRING -DRETIRE_BEFORE_TAKE  the consumer retires the cell before its
+ *                  owner CAS: killed in between, the object is lost.
  */
 #ifndef N
 #define N 3
@@ -114,6 +163,26 @@
 #endif
 #ifndef OPS
 #define OPS 3
+#endif
+#ifndef OPS0
+#define OPS0 OPS          /* worker 0's operations after its prefix */
+#endif
+#ifndef OPS1
+#define OPS1 OPS
+#endif
+#define MYOPS (me == 0 -> OPS0 : OPS1)
+/* -DSCRIPT (with -DRING): worker 0 runs enqueue, get, enqueue, ... and
+ * worker 1 only dequeues: the operations fixed, every interleaving and kill
+ * point of them still explored (a scenario the full choice cannot reach
+ * within the state budget). */
+#ifdef SCRIPT
+#define MAYGET (me == 0 && (pre > 0 || ops % 2 == 1))
+#define MAYPUT (pre > 0)
+#define MAYENQ (me == 0 && ops % 2 == 0)
+#else
+#define MAYGET true
+#define MAYPUT true
+#define MAYENQ true
 #endif
 #ifndef KILLS
 #define KILLS 1
@@ -130,7 +199,16 @@
 #ifndef NM
 #define NM (LOADED + NS + 2)
 #endif
-#define RCAP 2
+#define RSIZE 2           /* ring cells (capacity 2: positions wrap every 2) */
+#define CFREE 255
+#define CTOMB 254
+#define CRSV(s) (128 + (s))
+#define IS_RSV(v) ((v) >= 128 && (v) < CTOMB)
+#ifndef NENQ
+#define NENQ 1            /* handles per enqueue of worker 0 (2: the all-or-nothing bulk) */
+#endif
+#define ENQN (me == 0 -> NENQ : 1)   /* worker 1 enqueues one at a time */
+#define CSL NS            /* the ring's live consumer (-DRING): never killed */
 /* Worker 0 first runs, alone and with no kill, PRE_GETS gets then PRE_PUTS
  * puts (default: its cache full and one object in hand, so that its first
  * put flushes), then everyone starts: a reachable state, reached with the
@@ -188,15 +266,17 @@ byte cache[2 * CS];
 byte clen[NS];         /* slots[s].len (recoverers have no cache: 0) */
 bit sown[NS];        /* slots[s].own: pid present (0 once recovered) */
 byte srec[NS];       /* slots[s].own >> 32: recoverer slot + 1 */
-bit dead[NS];
-bit done[NS];
+bit dead[NS + 1];     /* + 1: the ring's consumer (slot NS, -DRING) */
+bit done[NS + 1];
 byte kills, rkills;
 bit started;         /* worker 0's prefix is over: the others run, kills allowed */
 byte gh[N];          /* ghost: slot + 1 of the live party holding h, 0 none */
 #ifdef RING
-byte rs[RCAP];
-byte ptail, ctail;
-byte rprod = 1, rcons = 2;   /* ring sides: slot + 1 (0 and 1) */
+/* pool ring 0: cells [seq | val], positions unbounded-in-effect (bytes: a
+ * run claims far fewer than 256 positions) */
+byte cseq[RSIZE];
+byte cval[RSIZE];
+byte prodp, consp;   /* prod_pos, cons_pos (hints) */
 #endif
 
 /* A kill point: the running process may die here (after the write it ends). */
@@ -377,18 +457,177 @@ inline pop_room(res) {
 /* A live party takes h: no other live party has it. */
 inline acquire(h) {
     assert(gh[h] == 0 || dead[gh[h] - 1]);
-    if
-    :: !dead[1 - me] ->
-        ck = 0;
-        do
-        :: ck < clen[1 - me] -> assert(cache[(1 - me) * CS + ck] != h); ck++
-        :: else -> break
-        od;
-        ck = 0
-    :: else -> skip
-    fi;
+    cn = 0;
+    do
+    :: cn < 2 ->
+        if
+        :: cn != me && !dead[cn] ->
+            ck = 0;
+            do
+            :: ck < clen[cn] -> assert(cache[cn * CS + ck] != h); ck++
+            :: else -> break
+            od;
+            ck = 0
+        :: else -> skip
+        fi;
+        cn++
+    :: else -> break
+    od;
+    cn = 0;
     gh[h] = me + 1
 }
+
+#ifdef RING
+/* ---- pool ring 0: tm_shm__ring_claim, tm_shm_ring_enqueue, _dequeue ---- */
+
+/* tm_shm__ring_claim: claim the cell at prod_pos for `me`.  e = 0 and the
+ * position in res, or e = 1: full. */
+inline ring_claim(res) {
+    do
+    :: t = prodp;                                          /* load prod_pos */
+        atomic { cs = cseq[t % RSIZE]; cv = cval[t % RSIZE]; d = cs - t }   /* load the cell */
+        if
+        :: d == 0 && cv == CFREE ->
+            atomic {                                       /* CAS (t, FREE) -> (t, RSV(me)) */
+                if
+                :: cseq[t % RSIZE] == cs && cval[t % RSIZE] == cv -> cval[t % RSIZE] = CRSV(me); ok = 1; K
+                :: else -> ok = 0
+                fi
+            }
+            if
+            :: ok ->
+                res = t;
+                atomic { if :: prodp == t -> prodp = t + 1; K :: else -> skip fi };  /* CAS prod_pos */
+                e = 0; break
+            :: else -> skip
+            fi
+        :: d == 1 - RSIZE || d == -RSIZE -> e = 1; break    /* last lap's entry not retired: full */
+        :: else ->                                         /* claimed, published or retired at t */
+            assert(d >= 0);                                /* (d < 0: only a scribble) */
+            atomic { if :: prodp == t -> prodp = t + 1; K :: else -> skip fi }  /* move the hint on */
+        fi
+    od;
+    t = 0; cs = 0; cv = 0; d = 0; ok = 0
+}
+
+/* mark each handle RING(0, me): the load-then-CAS of a word we hold (HELD(me),
+ * which nobody else writes) is one step, as for put */
+inline ring_mark() {
+    j = 0;
+    do
+    :: j < ENQN ->
+        atomic {
+            assert(owner[eh[j]] == HELD(me) && gh[eh[j]] == me + 1);
+            owner[eh[j]] = RINGED(me); gh[eh[j]] = 0; j++; K
+        }
+    :: else -> break
+    od;
+    j = 0
+}
+
+/* publish each claimed cell: CAS (pos, RSV(me)) -> (pos + 1, h); only a
+ * recoverer that judged us dead could change our claim, so it succeeds */
+inline ring_publish() {
+    j = 0;
+    do
+    :: j < ENQN ->
+        atomic {
+            assert(cseq[pos[j] % RSIZE] == pos[j] && cval[pos[j] % RSIZE] == CRSV(me));
+            cseq[pos[j] % RSIZE] = pos[j] + 1; cval[pos[j] % RSIZE] = eh[j]; j++; K
+        }
+    :: else -> break
+    od;
+    j = 0
+}
+
+/* tm_shm_ring_enqueue of the last ENQN handles in hand, all or nothing.  The
+ * count pre-check is left out: it returns 0 before touching shared memory,
+ * the same as not enqueuing (the claim still detects a full ring). */
+inline ring_enqueue() {
+    atomic { j = 0; do :: j < ENQN -> nh--; eh[j] = hh[nh]; hh[nh] = 0; j++ :: else -> break od; j = 0 }
+    claimed = 0; e = 0;
+    do
+    :: claimed < ENQN ->
+        ring_claim(pos[claimed]);
+        if :: e != 0 -> break :: else -> claimed++ fi
+    :: else -> break
+    od;
+    if
+    :: e == 0 ->
+#ifdef PUBLISH_BEFORE_MARK
+        ring_publish();
+        ring_mark()
+#else
+        ring_mark();
+        ring_publish()
+#endif
+    :: else ->                    /* give_up: the claimed cells become tombstones */
+        j = 0;
+        do
+        :: j < claimed ->
+            atomic {
+                assert(cseq[pos[j] % RSIZE] == pos[j] && cval[pos[j] % RSIZE] == CRSV(me));
+                cseq[pos[j] % RSIZE] = pos[j] + 1; cval[pos[j] % RSIZE] = CTOMB; j++; K
+            }
+        :: else -> break
+        od;
+        atomic { j = 0; do :: j < ENQN -> hh[nh] = eh[j]; nh++; j++ :: else -> break od; j = 0 }
+    fi;
+    atomic { j = 0; do :: j < ENQN -> eh[j] = 0; pos[j] = 0; j++ :: else -> break od; j = 0; claimed = 0; e = 0 }
+}
+
+/* retire the cell at t read as (cs, cv): CAS -> (t + size, FREE) (a failed
+ * CAS: someone retired it first) */
+inline ring_retire() {
+    atomic {
+        if
+        :: cseq[t % RSIZE] == cs && cval[t % RSIZE] == cv -> cseq[t % RSIZE] = t + RSIZE; cval[t % RSIZE] = CFREE; K
+        :: else -> skip
+        fi
+    }
+}
+
+/* tm_shm_ring_dequeue of one handle into hh[] (got = 1), or none: empty, or
+ * EBUSY at a claimed cell (the caller retries later; in the final drain,
+ * dr = 1, that is a ring stuck for ever). */
+inline ring_dequeue() {
+    got = 0;
+    do
+    :: t = consp;                                          /* load cons_pos */
+        atomic { cs = cseq[t % RSIZE]; cv = cval[t % RSIZE]; d = cs - t }   /* load the cell */
+        if
+        :: d == 1 ->
+            assert(cv < N || cv == CTOMB);
+#ifdef RETIRE_BEFORE_TAKE
+            ring_retire();
+#endif
+            if
+            :: cv < N ->
+                w = owner[cv];                             /* load owner */
+                atomic {                                   /* CAS RING(0, *) -> HELD(me): the commit */
+                    if
+                    :: OKIND(w) == RINGK && owner[cv] == w ->
+                        acquire(cv); owner[cv] = HELD(me); hh[nh] = cv; nh++; got = 1; K
+                    :: else -> skip
+                    fi
+                }
+            :: else -> skip                                /* a tombstone */
+            fi;
+#ifndef RETIRE_BEFORE_TAKE
+            ring_retire();
+#endif
+            atomic { if :: consp == t -> consp = t + 1; K :: else -> skip fi };  /* CAS cons_pos */
+            if :: got -> break :: else -> skip fi
+        :: d == 0 && IS_RSV(cv) -> assert(!dr); break      /* EBUSY (in the drain: stuck) */
+        :: d == 0 && cv == CFREE -> break                  /* empty */
+        :: else ->                                         /* retired (d == size) or lapped */
+            assert(d >= 0);
+            atomic { if :: consp == t -> consp = t + 1; K :: else -> skip fi }
+        fi
+    od;
+    t = 0; cs = 0; cv = 0; d = 0; w = 0; got = 0
+}
+#endif
 
 proctype worker(byte me) {
     byte ops, pre, h, m, i, c, k, base, nh;
@@ -396,12 +635,18 @@ proctype worker(byte me) {
     int hv, hd2, hw, hnil, e0, p0;
     byte hm, ht, pt, ck, ct, cn, w, uk_, um_;
     bit ok;
+#ifdef RING
+    byte t, cs, cv, got, claimed, e, j;
+    short d;
+    bit dr;
+    byte pos[NENQ], eh[NENQ];
+#endif
     if :: me == 0 -> pre = PRE :: else -> skip fi;
     do
     :: pre > 0 && ops == PRE -> started = 1; pre = 0; ops = 0    /* prefix over */
-    :: pre == 0 && ops == OPS -> break
+    :: pre == 0 && ops == MYOPS -> break
     /* ---- get (one object) ---- */
-    :: (pre == 0 && ops < OPS || pre > 0 && ops < PRE_GETS) && nh < HMAX ->
+    :: (pre == 0 && ops < MYOPS || pre > 0 && ops < PRE_GETS) && nh < HMAX && MAYGET ->
         ops++;
         if
         :: clen[me] == 0 ->                                 /* tm_shm__get_slow: refill */
@@ -443,7 +688,7 @@ proctype worker(byte me) {
         :: else -> skip
         fi
     /* ---- put (one object) ---- */
-    :: (pre == 0 && ops < OPS || pre > 0 && ops >= PRE_GETS && ops < PRE) && nh > 0 ->
+    :: (pre == 0 && ops < MYOPS || pre > 0 && ops >= PRE_GETS && ops < PRE) && nh > 0 && MAYPUT ->
         ops++;
         i = 0;                                              /* any object in hand */
         do :: i < nh - 1 -> i++ :: break od;
@@ -483,55 +728,18 @@ proctype worker(byte me) {
         :: else -> h = 0
         fi
 #ifdef RING
-    /* ---- enqueue on ring 0 (slot 0 only), one handle ---- */
-    :: me == 0 && pre == 0 && ops < OPS && nh > 0 ->
+    /* ---- enqueue ENQN held handles on ring 0 (both workers) ---- */
+    :: pre == 0 && ops < MYOPS && nh >= ENQN && MAYENQ ->
         ops++;
-        i = 0;                                              /* any object in hand */
-        do :: i < nh - 1 -> i++ :: break od;
-        atomic { h = hh[i]; nh--; hh[i] = hh[nh]; hh[nh] = 0; i = 0 }
-        c = ctail;                                         /* load cons.tail */
-        if
-        :: ptail - c < RCAP ->
-            atomic {                                       /* CAS HELD -> RING; slot store */
-                assert(owner[h] == HELD(me));
-                owner[h] = RINGED(me); gh[h] = 0; rs[ptail % RCAP] = h; K
-            }
-            atomic { ptail++; K }                          /* publish prod.tail */
-            h = 0
-        :: else ->                                         /* full: keep it */
-            hh[nh] = h; nh++; h = 0
-        fi;
-        c = 0
-    /* ---- dequeue from ring 0 (slot 1 only), one handle ---- */
-    :: me == 1 && pre == 0 && ops < OPS && nh < HMAX ->
+        ring_enqueue()
+    /* ---- dequeue one handle from ring 0 (worker 1; worker 0 too with -DDEQ0) ---- */
+#ifdef DEQ0
+    :: pre == 0 && ops < MYOPS && nh < HMAX ->
+#else
+    :: me == 1 && pre == 0 && ops < MYOPS && nh < HMAX ->
+#endif
         ops++;
-        c = ptail;                                         /* load prod.tail */
-        if
-        :: c != ctail ->
-            atomic { h = rs[ctail % RCAP]; w = owner[h] }  /* slot load; load owner */
-#ifdef CLAIM_AFTER_PUBLISH
-            atomic { ctail++; K }
-#endif
-            if
-            :: OKIND(w) == RINGK ->
-                atomic {
-                    if
-                    :: owner[h] == w ->
-                        acquire(h); owner[h] = HELD(me);
-                        hh[nh] = h; nh++;
-                        K
-                    :: else -> skip
-                    fi
-                }
-            :: else -> skip
-            fi;
-#ifndef CLAIM_AFTER_PUBLISH
-            atomic { ctail++; K }                          /* publish cons.tail */
-#endif
-            h = 0; w = 0
-        :: else -> skip
-        fi;
-        c = 0
+        ring_dequeue()
 #endif
     od;
     done[me] = 1;
@@ -556,27 +764,46 @@ inline recover_slot(x) {
     k = 0; hv = 0;
 #endif
 #ifdef RING
-    /* 2. rings: skip a dead consumer's claimed prefix; snapshot the published */
-    if
-    :: rcons == x + 1 ->
-        c = ctail; pe = ptail;                             /* cons.tail ours; load prod.tail */
-        do
-        :: c != pe && owner[rs[c % RCAP]] == HELD(x) -> c++
-        :: else -> break
-        od;
-        atomic { ctail = c; K }
-    :: else -> skip
-    fi;
-    c = ctail;                                             /* load cons.tail */
-    pe = ptail;                                            /* load prod.tail */
-    atomic {
-        inring = 0;
-        do
-        :: c != pe -> inring = inring | (1 << rs[c % RCAP]); c++
-        :: else -> break
-        od;
-        c = 0; pe = 0
-    }
+    /* 2. tm_shm__recover_rings: x's claimed cells become tombstones; inring
+     * marks the handles published (in any cell) and still marked RING(0) */
+    inring = 0; k = 0;
+    do
+    :: k < RSIZE ->
+        atomic { cs = cseq[k]; cv = cval[k] }              /* load the cell */
+        if
+        :: cv == CRSV(x) ->
+#ifndef NO_TOMBSTONE
+            atomic {                                       /* CAS -> (seq + 1, TOMB) */
+                if
+                :: cseq[k] == cs && cval[k] == cv -> cseq[k] = cs + 1; cval[k] = CTOMB; K
+                :: else -> skip
+                fi
+            }
+#else
+            skip
+#endif
+        :: cv < N ->
+            w = owner[cv];                                 /* load owner */
+            if
+            :: OKIND(w) == RINGK -> inring = inring | (1 << cv)
+#ifdef RETIRE_STALE
+            :: w == HELD(x) ->                             /* x took it, did not retire the cell */
+                atomic {                                   /* CAS -> (seq - 1 + size, FREE) */
+                    if
+                    :: cseq[k] == cs && cval[k] == cv -> cseq[k] = cs - 1 + RSIZE; cval[k] = CFREE; K
+                    :: else -> skip
+                    fi
+                }
+#endif
+            :: else -> skip
+            fi;
+            w = 0
+        :: else -> skip
+        fi;
+        k++
+    :: else -> break
+    od;
+    k = 0; cs = 0; cv = 0;
 #endif
     /* 3. adopt x's magazines: load each state, CAS the OWNED(x) ones.  The
      * loads of the other states are merged into the next load (see the
@@ -653,14 +880,7 @@ inline recover_slot(x) {
     :: else -> break
     od;
     m = 0; adopted = 0;
-    /* 5. release the ring sides and the slot (last) */
-#ifdef RING
-    atomic {
-        if :: rprod == x + 1 -> rprod = 0 :: else -> skip fi;
-        if :: rcons == x + 1 -> rcons = 0 :: else -> skip fi;
-        K
-    }
-#endif
+    /* 5. release the slot (last) */
     atomic { clen[x] = 0; sown[x] = 0; srec[x] = 0; K }
 }
 
@@ -676,6 +896,9 @@ proctype recoverer(byte me) {
     int hv, hd2, hw, hnil, e0, p0;
     byte hm, ht, pt, ck, ct, cn, uk_, um_;
     bit ok;
+#ifdef RING
+    byte cs, cv;
+#endif
     if :: me == 3 -> (dead[2] || done[2]) :: else -> skip fi;
     do
     :: SETTLED -> break
@@ -738,6 +961,44 @@ died:
     skip
 }
 
+#ifdef RING
+#ifndef COPS
+#define COPS 1
+#endif
+/* The ring's live consumer (slot CSL, never killed, no cache, never puts):
+ * COPS dequeues racing with everyone, then, once everyone else is done or
+ * dead and recovered, the final drain: it must empty the ring (no claimed
+ * cell left, cons_pos at or past prod_pos, every cell free). */
+proctype consumer(byte me) {
+    byte ops, nh, h, w, t, cs, cv, got, ck, cn, k_;
+    short d;
+    bit dr;
+    byte hh[N];
+    do
+    :: ops < COPS -> ops++; ring_dequeue()
+    :: else -> break
+    od;
+    /* quiescent: the workers done or dead, every dead slot recovered and
+     * released, the recoverers done (Spin ends processes last-created
+     * first, so _nr_pr cannot say it) */
+    ((done[0] || dead[0]) && (done[1] || dead[1]) && (done[2] || dead[2]) &&
+     (NS == 3 || done[NS - 1]) &&
+     !(dead[0] && sown[0]) && !(dead[1] && sown[1]) && !(dead[2] && sown[2]));
+    dr = 1;
+    do
+    :: h = nh; ring_dequeue(); if :: nh == h -> break :: else -> skip fi
+    od;
+    atomic {
+        assert(consp >= prodp);
+        k_ = 0;
+        do :: k_ < RSIZE -> assert(cval[k_] == CFREE); k_++ :: else -> break od
+    }
+    done[me] = 1;
+died:
+    skip
+}
+#endif
+
 init {
     byte m, k, i, n, lo, h, s, t, cnt, places;
     byte top1[3];
@@ -766,12 +1027,19 @@ init {
         head[2] = HMK(0, NOP, 0, top1[2]);
         s = 0;
         do :: s < NS -> sown[s] = 1; s++ :: else -> break od;
+#ifdef RING
+        s = 0;
+        do :: s < RSIZE -> cseq[s] = s; cval[s] = CFREE; s++ :: else -> break od;
+#endif
         run worker(0)
     }
     started;                   /* worker 0's prefix, alone and unkillable */
     atomic {
         run worker(1);
         run recoverer(2);
+#ifdef RING
+        run consumer(CSL);
+#endif
 #if RKILLS > 0
         run recoverer(3);
 #endif
@@ -837,9 +1105,14 @@ init {
             :: else -> break
             od;
 #ifdef RING
-            cnt = ctail;
+            /* the live consumer's hand; a published cell still marked RING
+             * (none after the drain); a stale cell (handle not RING) is no place */
+            if :: gh[h] == CSL + 1 -> places++; assert(owner[h] == HELD(CSL)) :: else -> skip fi;
+            cnt = 0;
             do
-            :: cnt != ptail -> if :: rs[cnt % RCAP] == h -> places++; assert(OKIND(owner[h]) == RINGK) :: else -> skip fi; cnt++
+            :: cnt < RSIZE ->
+                if :: cval[cnt] == h && OKIND(owner[h]) == RINGK -> places++ :: else -> skip fi;
+                cnt++
             :: else -> break
             od;
 #endif
