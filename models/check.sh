@@ -57,12 +57,8 @@ run shmdepot "-DRKILLS=1 -DN=2 -DOPS=2" ok "shmdepot.pml the recoverer killed at
 run shmdepot "-DRING -DOPS=2 -DCOPS=0" ok "shmdepot.pml MPMC pool ring: 2 producers, worker 1 consuming, final drain"
 run shmdepot "-DRING -DN=2 -DOPS=2 -DPRE_PUTS=0" ok "shmdepot.pml MPMC pool ring with a live consumer racing"
 run shmdepot "-DRING -DNENQ=2 -DOPS=2 -DCOPS=0" ok "shmdepot.pml MPMC pool ring, 2-handle enqueue (all or nothing, give-up tombstones)"
-# The next line FAILS against shm.h as written (an object lost through a dead
-# consumer's stale cell: see FOUND in shmdepot.pml); the one after it models
-# the proposed fix.  Once shm.h retires the stale cells, make RETIRE_STALE
-# the model's behaviour and drop the second line.
-run shmdepot "-DRING -DSCRIPT -DKILLS=2 -DOPS0=3 -DOPS1=2 -DCOPS=2 -DPRE_PUTS=0" ok "shmdepot.pml MPMC pool ring, a consumer and a producer killed (stale cells)"
-run shmdepot "-DRING -DSCRIPT -DKILLS=2 -DOPS0=3 -DOPS1=2 -DCOPS=2 -DPRE_PUTS=0 -DRETIRE_STALE" ok "shmdepot.pml the same, recovery retiring the dead consumer's stale cells (proposed fix)"
+run shmdepot "-DRING -DSCRIPT -DKILLS=2 -DOPS0=3 -DOPS1=2 -DCOPS=2 -DPRE_PUTS=0" ok "shmdepot.pml MPMC pool ring, a consumer and a producer killed (stale cells retired by recovery)"
+run shmdepot "-DRING -DSCRIPT -DKILLS=2 -DOPS0=3 -DOPS1=1 -DPRE_PUTS=0 -DNO_RETIRE_STALE" error "shmdepot.pml recovery leaves a dead consumer's stale cell: a re-enqueued handle is lost"
 run shmdepot "-DPLAIN_POP"          error "shmdepot.pml plain Treiber pop then state store: a kill strands a magazine"
 run shmdepot "-DNO_RECHECK"         error "shmdepot.pml helper without head re-check, seq-less state CAS: stale helper re-applies"
 run shmdepot "-DNO_SEQ"             error "shmdepot.pml helper re-checks but its state CAS ignores seq"

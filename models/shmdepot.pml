@@ -43,8 +43,8 @@
  *    racing with everyone, then, once all are done or dead and recovered,
  *    drains the ring.  Recovery runs tm_shm__recover_rings exactly (each
  *    cell: load; RSV(x) -> CAS to a tombstone; a handle -> load its owner,
- *    inring if RING(0)) and step 4 leaves RING(0, x) handles in inring;
- *    -DRETIRE_STALE adds the fix proposed below;
+ *    inring if RING(0); HELD(x): x took it and did not retire the cell, so
+ *    retire it) and step 4 leaves RING(0, x) handles in inring;
  *
  * ABSTRACTED, and why it is sound:
  *  - a kill point only after steps that write shared memory: a kill right
@@ -118,7 +118,8 @@
  * a claimed cell (no dead producer's claim left: nothing stuck), ends with
  * cons_pos >= prod_pos and every cell free.
  *
- * FOUND (shm.h as written, -DRING -DSCRIPT -DKILLS=2): an object lost.  A
+ * FOUND (in shm.h as first written, -DRING -DSCRIPT -DKILLS=2; fixed, and
+ * kept as the must-fail variant -DNO_RETIRE_STALE): an object lost.  A
  * consumer's take leaves the cell published until it is retired; if that
  * consumer dies in between, the stale cell (p + 1, h) outlives h's return to
  * the depot.  h can then be re-enqueued by a producer that dies after
@@ -126,10 +127,10 @@
  * the stale cell, sees RING(0) and sets inring[h], so step 4 leaves h; a
  * consumer that read that cell (and the owner word, not RING then) before
  * retires it by a CAS that still succeeds, and h is marked RING(0, x) in no
- * cell: lost until slot x is used and recovered again.  -DRETIRE_STALE: the
- * recovery of x retires every published cell whose handle is HELD(x)
- * (taken by x, not retired) before step 4 gives h back; then a cell with a
- * RING handle is always that handle's live enqueue, and the line passes.
+ * cell: lost until slot x is used and recovered again.  The fix, in shm.h
+ * and modelled here: the recovery of x retires every published cell whose
+ * handle is HELD(x) (taken by x, not retired) before step 4 gives h back;
+ * then a cell with a RING handle is always that handle's live enqueue.
  *
  * MUST-FAIL variants:
  *  -DPLAIN_POP     pop is a plain Treiber CAS head m -> next, then the state
@@ -786,7 +787,7 @@ inline recover_slot(x) {
             w = owner[cv];                                 /* load owner */
             if
             :: OKIND(w) == RINGK -> inring = inring | (1 << cv)
-#ifdef RETIRE_STALE
+#ifndef NO_RETIRE_STALE
             :: w == HELD(x) ->                             /* x took it, did not retire the cell */
                 atomic {                                   /* CAS -> (seq - 1 + size, FREE) */
                     if
