@@ -3,6 +3,7 @@ a producer that dies between claiming a cell and publishing it."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import struct
@@ -30,8 +31,8 @@ def _fork(fn, *args) -> int:
     return pid
 
 
-def _producer(pool, ring, count, tag):
-    """Enqueue `count` objects whose payload is (tag, i), in bursts of 1-5."""
+def _producer(pool, ring, count, tag, finished):
+    """Enqueue `count` objects whose payload is (tag, i), in bursts of 1-5; then count itself finished."""
     i = 0
     r = pool.ring(ring)
     while i < count:
@@ -41,21 +42,28 @@ def _producer(pool, ring, count, tag):
             pool.view(int(h))[:8] = struct.pack("<II", tag, i + j)
         assert r.enqueue_bulk(hs, timeout=30)
         i += k
+    with finished.get_lock():
+        finished.value += 1
 
 
-def _consumer(pool, ring, out_ring):
-    """Move what arrives to out_ring until nothing came for a second."""
+def _consumer(pool, ring, out_ring, finished, producers):
+    """Move what arrives to out_ring until every producer finished and the ring is drained."""
     r, out = pool.ring(ring), pool.ring(out_ring)
-    while (got := r.dequeue_burst(7, timeout=1.0)).size:
-        assert out.enqueue_bulk(got, timeout=30)
+    while True:
+        got = r.dequeue_burst(7, timeout=0.1)
+        if got.size:
+            assert out.enqueue_bulk(got, timeout=30)
+        elif finished.value == producers and not r.handles():
+            return
 
 
 def test_three_producers_two_consumers_in_five_processes_deliver_each_once():
     n, producers = 600, 3
     with sh.SharedPool(16, 4096, rings=2, ring_capacity=64, cache_size=16) as p:
-        pids = [_fork(_producer, p, 0, n, tag) for tag in range(producers)]
+        finished = mp.get_context("fork").Value("i", 0)
+        pids = [_fork(_producer, p, 0, n, tag, finished) for tag in range(producers)]
         # two consumers move to ring 1 what they take from ring 0
-        pids += [_fork(_consumer, p, 0, 1) for _ in range(2)]
+        pids += [_fork(_consumer, p, 0, 1, finished, producers) for _ in range(2)]
         seen: dict[tuple[int, int], int] = {}
         r1 = p.ring(1)
         while len(seen) < n * producers:
