@@ -582,6 +582,7 @@ def _reduce_fd(obj):
     from multiprocessing.reduction import DupFd
     return DupFd(obj._m.fd)
 
+
 class _SharedMapping:
     """What SharedPool and SharedRing share as owners of one mapping: its
     name, close state, unlink, context management, pickling (the name or a
@@ -634,7 +635,6 @@ class _SharedMapping:
         """Pickle as the name, or as a descriptor multiprocessing duplicates: never the memory."""
         self._check()
         return (_rebuild, (type(self), self._m.name, None if self._m.name else _reduce_fd(self)))
-
 
 
 # Bumped in every fork child: thread-slot leases from the parent are void there.
@@ -786,9 +786,8 @@ class SharedPool(_SharedMapping, _shm.PoolFast):
     multiprocessing: it sends the descriptor).  A name creates
     /dev/shm/turbomem.NAME (O_EXCL, mode 0600 by default); others use
     ``SharedPool.attach(name)``.  ``rings`` multi-producer/multi-consumer
-    rings of ``ring_capacity`` handles (rounded up to a power of two) live
-    in the same mapping and move ownership with the handle
-    (``pool.ring(i)``).  The first two arguments
+    rings of ``ring_capacity`` handles live in the same mapping and move
+    ownership with the handle (``pool.ring(i)``).  The first two arguments
     are in ``Pool``'s order: object size, then number of objects.
     """
 
@@ -1122,7 +1121,9 @@ class PoolRing:
     in any processes.  Ownership moves with the handle: the consumer holds
     what it dequeues.  A producer killed mid-enqueue leaves tombstones that
     recovery writes and consumers skip; a consumer killed mid-dequeue leaves
-    what it took to recovery.  Capacity is rounded up to a power of two."""
+    what it took to recovery.  Producers stop at the capacity; several at
+    once may overshoot it briefly, never past the next power of two (the
+    ring's size)."""
 
     def __init__(self, pool: SharedPool, index: int) -> None:
         self._pool = pool

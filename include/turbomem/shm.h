@@ -858,8 +858,9 @@ static inline long tm_shm_ring_dequeue(tm_shm_pool_t *p, uint32_t r, uint32_t s,
                 return got ? (long)got : TM_SHM_ECORRUPT;
             }
             /* Retire the cell (ours, a tombstone, or one whose handle is
-             * taken).  RELEASE: our reads of it are done before a producer
-             * reuses it.  A failed CAS: someone retired it first. */
+             * taken).  ACQ_REL: the release half orders our reads of it before
+             * a producer's reuse (its ACQUIRE load of the cell).  A failed
+             * CAS: someone retired it first. */
             if (__atomic_compare_exchange_n(cell, &v, TM_CELL(c + size, TM_CELL_FREE), 0, __ATOMIC_ACQ_REL,
                                             __ATOMIC_RELAXED))
                 retired++;
