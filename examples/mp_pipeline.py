@@ -180,7 +180,9 @@ def run(source, nworkers=2, drop_port=None, out=None, kill_worker=None, capacity
         p.start()
     lost, recovered, killed = 0, [], False
     if kill_worker is not None and total:
-        while sum(done_counts) < kill_worker * total and ws[0].is_alive():
+        # mid-run: about F of the packets done, and worker 0 at work (it shares the
+        # work ring, so on a busy machine the others may have taken everything so far)
+        while (sum(done_counts) < kill_worker * total or not done_counts[0]) and ws[0].is_alive():
             time.sleep(0.001)
         killed = ws[0].is_alive()
         os.kill(ws[0].pid, signal.SIGKILL)  # a no-op on a finished (zombie) worker
