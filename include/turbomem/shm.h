@@ -514,7 +514,11 @@ static inline void tm_shm__unget(tm_shm_pool_t *p, uint32_t s, uint32_t *hs, uin
     tm_shm__place(p, s, hs, kept);
 }
 
-static inline int tm_shm__get_slow(tm_shm_pool_t *p, uint32_t s, uint32_t *out, uint32_t n) {
+/* Get n objects (all or nothing: a short pool gives back what was taken)
+ * for slot s: from the cache while it has objects, refilled from the depot
+ * when it is empty.  The hit path is the first round of the loop: n objects
+ * from the cache, a load and a store of each owner word, no atomic RMW. */
+static inline int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, uint32_t n) {
     uint32_t *cache = p->caches + (size_t)s * p->cache_size;
     uint32_t len = tm_shm__cache_len(p, s), got = 0;
     while (got < n) {
@@ -550,33 +554,6 @@ static inline int tm_shm__get_slow(tm_shm_pool_t *p, uint32_t s, uint32_t *out, 
     return TM_SHM_OK;
 }
 
-/* Get n objects (all or nothing) for slot s. */
-static inline int tm_shm_get_bulk(tm_shm_pool_t *p, uint32_t s, uint32_t *out, uint32_t n) {
-    tm_shm_slot_t *sl = &p->slots[s];
-    uint32_t *cache = p->caches + (size_t)s * p->cache_size;
-    uint32_t len = sl->len;
-    if (n <= len && len <= p->cache_size) { /* the hit path: no atomic RMW */
-        uint32_t i;
-        for (i = 0; i < n; i++) {
-            uint32_t h = cache[len - 1 - i];
-            /* RELAXED: CACHED(s) objects change only by us; the check keeps a
-             * scribbled cache from handing out another's object. */
-            if (h >= p->capacity || __atomic_load_n(&p->owner[h], __ATOMIC_RELAXED) != TM_OWN_CACHED(s))
-                break;
-            /* RELAXED: the slot's own object; recovery reads it after death. */
-            __atomic_store_n(&p->owner[h], TM_OWN_HELD(s), __ATOMIC_RELAXED);
-            out[i] = h;
-        }
-        if (i == n) {
-            sl->len = len - n;
-            return TM_SHM_OK;
-        }
-        for (uint32_t j = 0; j < i; j++) /* RELAXED: ours, back as they were */
-            __atomic_store_n(&p->owner[out[j]], TM_OWN_CACHED(s), __ATOMIC_RELAXED);
-        /* the slow path drops the cache from the bad entry on, and refills */
-    }
-    return tm_shm__get_slow(p, s, out, n);
-}
 
 /* Put n objects back for slot s.  Each must be handed out (HELD by any slot);
  * on error nothing is returned and *bad is the index of the offender. */
@@ -1098,23 +1075,22 @@ static inline long long tm_shm_recover(tm_shm_pool_t *p, uint32_t s, int32_t pid
     /* ACQUIRE: pairs with the claimant's RELEASE store.  A process that
      * reused both the slot and the pid has another start time (or 0 until
      * its store lands): give the mark back untouched. */
-    if (__atomic_load_n(&sl->start_time, __ATOMIC_ACQUIRE) != start) {
-        /* ACQ_REL: undo our own mark only. */
-        __atomic_compare_exchange_n(&sl->own, &mark, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-        return -1;
+    long long freed = -1;
+    uint8_t *inring = NULL, *mine = NULL;
+    if (__atomic_load_n(&sl->start_time, __ATOMIC_ACQUIRE) == start) {
+        /* RELAXED: read only to judge our liveness if we die (0: by pid alone). */
+        __atomic_store_n(&sl->rec_start, me_start, __ATOMIC_RELAXED);
+        inring = malloc(p->capacity ? p->capacity : 1);
+        mine = malloc(p->nmags);
+        if (!inring || !mine)
+            freed = TM_SHM_ENOMEM;
+        else if ((freed = (long long)tm_shm__recover_slot(p, s, inring, mine)) < 0)
+            freed = TM_SHM_ECORRUPT; /* the depot had no room: not released */
     }
-    /* RELAXED: read only to judge our liveness if we die (0: by pid alone). */
-    __atomic_store_n(&sl->rec_start, me_start, __ATOMIC_RELAXED);
-    uint8_t *inring = malloc(p->capacity ? p->capacity : 1), *mine = malloc(p->nmags);
-    long long freed;
-    if (!inring || !mine) {
+    if (freed < 0)
+        /* Not released: give our mark back, so a later recover() retries.
+         * ACQ_REL: undo our own mark only. */
         __atomic_compare_exchange_n(&sl->own, &mark, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-        freed = TM_SHM_ENOMEM;
-    } else if ((freed = (long long)tm_shm__recover_slot(p, s, inring, mine)) < 0) {
-        /* Not released: give the mark back, so a later recover() retries. */
-        __atomic_compare_exchange_n(&sl->own, &mark, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-        freed = TM_SHM_ECORRUPT;
-    }
     free(inring);
     free(mine);
     return freed;
